@@ -1,0 +1,191 @@
+"""Beam executor of LogExampleGen (see component.py for what it produces).
+
+Each input file is read by one worker, line by line, so every rejected row
+keeps its exact file and line number; the parsed rows are then reshuffled so
+that validation, serialization and writing run in parallel across workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import tensorflow as tf
+from tfx import types
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+from tfx.utils import proto_utils
+
+from watchnext.components.log_example_gen.raw_log import (
+    ParsedRow,
+    RawLogHeaderError,
+    RejectedRow,
+    RowParser,
+    load_raw_log_schema,
+    to_tf_example_bytes,
+)
+
+METRICS_NAMESPACE = "watchnext.LogExampleGen"
+REJECTED_COUNTER = "rows_rejected"
+REJECTS_FILE_PREFIX = "rejects"
+SUMMARY_FILE = "summary.json"
+
+
+class TooManyRejectedRows(RuntimeError):
+    """More rows were malformed than the component's max_rejected_fraction allows."""
+
+
+def read_log_file(path: str) -> Iterator[ParsedRow | RejectedRow]:
+    """Parses one CSV file; blank lines carry nothing and are skipped."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        header = handle.readline().decode("utf-8-sig")
+        if not header.strip():
+            raise RawLogHeaderError(f"{path}: line 1: empty file or missing header line")
+        parser = RowParser.from_header(load_raw_log_schema(), header.rstrip("\r\n"), path)
+        for line_number, raw in enumerate(handle, start=2):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                yield RejectedRow(path, line_number, f"not valid UTF-8: {error}", text)
+                continue
+            if line.strip():
+                yield parser.parse(line, line_number)
+
+
+class _SplitByHash:
+    """Deterministic split assignment from a feature's value (TFX hash_buckets semantics)."""
+
+    def __init__(self, output_config: example_gen_pb2.Output):
+        splits = output_config.split_config.splits
+        self.names = [split.name for split in splits]
+        self.feature = output_config.split_config.partition_feature_name
+        self.bounds = []
+        total = 0
+        for split in splits:
+            total += split.hash_buckets
+            self.bounds.append(total)
+        self.total = total
+
+    def __call__(self, row: ParsedRow, num_partitions: int) -> int:
+        key = repr(row[self.feature][0]) if self.feature else repr(sorted(row.items()))
+        bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % self.total
+        return next(index for index, bound in enumerate(self.bounds) if bucket < bound)
+
+
+def _count(name: str):
+    counter = beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+
+    def increment(element: Any) -> Any:
+        counter.inc()
+        return element
+
+    return increment
+
+
+def _route(element: ParsedRow | RejectedRow):
+    if isinstance(element, RejectedRow):
+        yield beam.pvalue.TaggedOutput("rejected", json.dumps(element.to_dict(), ensure_ascii=False))
+    else:
+        yield element
+
+
+def _read_counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    totals: dict[str, int] = {}
+    for counter in query["counters"]:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
+    return totals
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Parses and validates raw-log CSV rows; writes Examples per split and the rejects."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(exec_properties["output_config"], output_config)
+        splitter = _SplitByHash(output_config)
+        examples = artifact_utils.get_single_instance(output_dict["examples"])
+        rejects = artifact_utils.get_single_instance(output_dict["rejects"])
+        examples.split_names = artifact_utils.encode_split_names(splitter.names)
+        paths = sorted(
+            tf.io.gfile.glob(os.path.join(exec_properties["input_base"], exec_properties["input_pattern"]))
+        )
+        if not paths:
+            raise FileNotFoundError(
+                f"LogExampleGen: no file matches {exec_properties['input_pattern']!r} "
+                f"in {exec_properties['input_base']}"
+            )
+        logging.info("LogExampleGen: reading %d file(s) from %s", len(paths), exec_properties["input_base"])
+
+        pipeline = self._make_beam_pipeline()
+        rows = (
+            pipeline
+            | "ListFiles" >> beam.Create(paths)
+            | "ReadAndParse" >> beam.FlatMap(read_log_file)
+            | "Spread" >> beam.Reshuffle()
+            | "Route" >> beam.FlatMap(_route).with_outputs("rejected", main="parsed")
+        )
+        (
+            rows.rejected
+            | "CountRejected" >> beam.Map(_count(REJECTED_COUNTER))
+            | "WriteRejects"
+            >> beam.io.WriteToText(
+                os.path.join(rejects.uri, REJECTS_FILE_PREFIX), file_name_suffix=".jsonl"
+            )
+        )
+        by_split = rows.parsed | "Split" >> beam.Partition(splitter, len(splitter.names))
+        for index, name in enumerate(splitter.names):
+            (
+                by_split[index]
+                | f"Count[{name}]" >> beam.Map(_count(f"rows_{name}"))
+                | f"Serialize[{name}]" >> beam.Map(to_tf_example_bytes)
+                | f"Write[{name}]"
+                >> beam.io.WriteToTFRecord(
+                    os.path.join(artifact_utils.get_split_uri([examples], name), "data_tfrecord"),
+                    file_name_suffix=".gz",
+                )
+            )
+        result = pipeline.run()
+        result.wait_until_finish()
+
+        counts = _read_counters(result)
+        self._record(examples, rejects, splitter.names, counts, paths)
+        self._check_rejected_fraction(counts, exec_properties["max_rejected_fraction"], rejects.uri)
+
+    @staticmethod
+    def _record(examples, rejects, split_names, counts, paths) -> None:
+        examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
+        rejected = counts.get(REJECTED_COUNTER, 0)
+        parsed = {name: counts.get(f"rows_{name}", 0) for name in split_names}
+        for name, count in parsed.items():
+            examples.set_int_custom_property(f"rows_{name}", count)
+        rejects.set_int_custom_property("rejected_rows", rejected)
+        rejects.set_int_custom_property("parsed_rows", sum(parsed.values()))
+        summary = {"input_files": paths, "rows_by_split": parsed, "rejected_rows": rejected}
+        with tf.io.gfile.GFile(os.path.join(rejects.uri, SUMMARY_FILE), "w") as handle:
+            json.dump(summary, handle, indent=2)
+        message = "LogExampleGen: %d rows parsed %s; %d rejected (reasons in %s)"
+        log = logging.warning if rejected else logging.info
+        log(message, sum(parsed.values()), parsed, rejected, rejects.uri)
+
+    @staticmethod
+    def _check_rejected_fraction(counts: dict[str, int], max_fraction: float, where: str) -> None:
+        rejected = counts.get(REJECTED_COUNTER, 0)
+        total = sum(counts.values())
+        if total and rejected / total > max_fraction:
+            raise TooManyRejectedRows(
+                f"LogExampleGen: {rejected} of {total} rows are malformed, more than "
+                f"max_rejected_fraction={max_fraction}; they are in {where}"
+            )
