@@ -1,9 +1,9 @@
 """The `watchnext` command line.
 
-    watchnext run                      synthetic logs -> TFX pipeline -> pushed model
-    watchnext run --logs DIR           the same on your raw-log CSV files
-    watchnext generate --out DIR       write synthetic logs (+ ground truth)
-    watchnext convert-movielens ML_DIR --out DIR   MovieLens-1M -> raw-log CSV
+watchnext run                      synthetic logs -> TFX pipeline -> pushed model
+watchnext run --logs DIR           the same on your raw-log CSV files
+watchnext generate --out DIR       write synthetic logs (+ ground truth)
+watchnext convert-movielens ML_DIR --out DIR   MovieLens-1M -> raw-log CSV
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 def _synthetic_config(args: argparse.Namespace):
     from watchnext.pipeline.data import synthetic
 
-    overrides = {"seed": args.seed}
+    config = synthetic.SyntheticConfig(seed=args.seed)
     if args.rows is not None:
-        overrides["num_rows"] = args.rows
-    return synthetic.SyntheticConfig(**overrides)
+        config = dataclasses.replace(config, num_requests=max(1, -(-args.rows // config.slate_size)))
+    return config
 
 
 def _config_digest(config) -> str:
@@ -59,11 +59,16 @@ def ensure_synthetic_logs(args: argparse.Namespace, out_dir: Path) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from watchnext.pipeline import local_runner
+    from watchnext.pipeline.data import synthetic
 
     out_dir = Path(args.out).resolve()
-    data_dir = Path(args.logs).resolve() if args.logs else ensure_synthetic_logs(args, out_dir)
+    if args.logs:
+        data_dir, input_pattern = Path(args.logs).resolve(), args.input_pattern
+    else:
+        data_dir, input_pattern = ensure_synthetic_logs(args, out_dir), synthetic.LOGS_FILE
     config = PipelineConfig(
         data_dir=str(data_dir),
+        input_pattern=input_pattern,
         output_dir=str(out_dir),
         train_steps=args.train_steps,
         enable_cache=not args.no_cache,
@@ -92,6 +97,9 @@ def cmd_convert_movielens(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from watchnext.pipeline.data.synthetic import SyntheticConfig
+
+    default_rows = SyntheticConfig().num_requests * SyntheticConfig().slate_size
     parser = argparse.ArgumentParser(
         prog="watchnext",
         description="TFX + Keras 3 recommender pipeline: raw logs -> features -> models -> serving.",
@@ -101,23 +109,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the TFX pipeline end to end (LocalDagRunner)")
     run.add_argument("--logs", metavar="DIR", help="raw-log CSV files (default: generate synthetic logs)")
+    run.add_argument(
+        "--input-pattern",
+        default=PipelineConfig.input_pattern,
+        help="which files in --logs to read (default: %(default)s)",
+    )
     run.add_argument("--out", default=DEFAULT_OUTPUT_DIR, help="output directory (default: %(default)s)")
     run.add_argument("--seed", type=int, default=1, help="synthetic data seed (default: %(default)s)")
-    run.add_argument("--rows", type=int, help="synthetic impression rows (default: the generator's)")
-    run.add_argument("--train-steps", type=int, default=PipelineConfig.train_steps,
-                     help="training steps (default: %(default)s)")
-    run.add_argument("--beam-mode", choices=["in_memory", "multi_processing", "multi_threading"],
-                     default=PipelineConfig.beam_direct_running_mode,
-                     help="Beam DirectRunner mode (default: %(default)s)")
-    run.add_argument("--workers", type=int, default=PipelineConfig.beam_workers,
-                     help="Beam DirectRunner workers (default: %(default)s)")
+    run.add_argument(
+        "--rows",
+        type=int,
+        help=f"synthetic impression rows, rounded up to whole requests (default: {default_rows})",
+    )
+    run.add_argument(
+        "--train-steps",
+        type=int,
+        default=PipelineConfig.train_steps,
+        help="training steps (default: %(default)s)",
+    )
+    run.add_argument(
+        "--beam-mode",
+        choices=["in_memory", "multi_processing", "multi_threading"],
+        default=PipelineConfig.beam_direct_running_mode,
+        help="Beam DirectRunner mode (default: %(default)s)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=PipelineConfig.beam_workers,
+        help="Beam DirectRunner workers (default: %(default)s)",
+    )
     run.add_argument("--no-cache", action="store_true", help="rerun every component (no MLMD cache)")
     run.set_defaults(handler=cmd_run)
 
     generate = commands.add_parser("generate", help="write synthetic raw logs and their ground truth")
     generate.add_argument("--out", required=True, help="output directory")
     generate.add_argument("--seed", type=int, default=1)
-    generate.add_argument("--rows", type=int, help="impression rows (default: the generator's)")
+    generate.add_argument(
+        "--rows", type=int, help=f"impression rows, rounded up to whole requests (default: {default_rows})"
+    )
     generate.set_defaults(handler=cmd_generate)
 
     convert = commands.add_parser("convert-movielens", help="MovieLens-1M .dat files -> raw-log CSV")
@@ -162,7 +192,13 @@ def configure_logging(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except Exception as error:  # noqa: BLE001 - one clear line for users; --verbose shows the trace
+        if args.verbose:
+            raise
+        logging.error("watchnext %s failed: %s: %s", args.command, type(error).__name__, error)
+        return 1
 
 
 if __name__ == "__main__":

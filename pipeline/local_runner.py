@@ -84,9 +84,7 @@ def _pushed_models(store) -> dict[str, str]:
 
 def collect_report(config: PipelineConfig, wall_seconds: float) -> RunReport:
     store = _store(config)
-    executions = sorted(
-        _latest_run_executions(store), key=lambda e: e.create_time_since_epoch
-    )
+    executions = sorted(_latest_run_executions(store), key=lambda e: e.create_time_since_epoch)
     components = []
     for execution in executions:
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000

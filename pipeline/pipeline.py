@@ -1,7 +1,7 @@
 """Builds the watchnext TFX pipeline from a `PipelineConfig`.
 
-    LogExampleGen -> StatisticsGen -> ImportSchemaGen(schemas/raw_log) -> ExampleValidator
-                  -> Trainer(baseline click model) -> Pusher(<output>/serving/baseline)
+LogExampleGen -> StatisticsGen -> ImportSchemaGen(schemas/raw_log) -> ExampleValidator
+              -> Trainer(baseline click model) -> Pusher(<output>/serving/baseline)
 """
 
 from __future__ import annotations

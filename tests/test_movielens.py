@@ -149,9 +149,7 @@ def movielens_dir(tmp_path: Path) -> Path:
 
 def convert(folder: Path, ratings_name: str = "ratings.dat", out_name: str = "out.csv"):
     out_csv = folder.parent / "out" / out_name
-    report = convert_movielens(
-        folder / ratings_name, folder / "users.dat", folder / "movies.dat", out_csv
-    )
+    report = convert_movielens(folder / ratings_name, folder / "users.dat", folder / "movies.dat", out_csv)
     return report, out_csv
 
 
@@ -161,9 +159,7 @@ def test_constants_are_in_the_schema_domains():
 
 
 @pytest.mark.parametrize("chunk_rows", [2, 65_536])
-def test_rows_are_mapped_exactly(
-    movielens_dir: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
-):
+def test_rows_are_mapped_exactly(movielens_dir: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(movielens, "_WRITE_CHUNK_ROWS", chunk_rows)
     _, out_csv = convert(movielens_dir)
     header, rows = read_csv(out_csv)

@@ -141,9 +141,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             rows.rejected
             | "CountRejected" >> beam.Map(_count(REJECTED_COUNTER))
             | "WriteRejects"
-            >> beam.io.WriteToText(
-                os.path.join(rejects.uri, REJECTS_FILE_PREFIX), file_name_suffix=".jsonl"
-            )
+            >> beam.io.WriteToText(os.path.join(rejects.uri, REJECTS_FILE_PREFIX), file_name_suffix=".jsonl")
         )
         by_split = rows.parsed | "Split" >> beam.Partition(splitter, len(splitter.names))
         for index, name in enumerate(splitter.names):

@@ -167,9 +167,7 @@ class RowParser:
         duplicated = sorted({name for name in columns if columns.count(name) > 1})
         if duplicated:
             raise RawLogHeaderError(f"{file}: line 1 (header): duplicated column(s) {duplicated}")
-        missing = [
-            f.name for f in schema.feature if f.presence.min_fraction >= 1.0 and f.name not in columns
-        ]
+        missing = [f.name for f in schema.feature if f.presence.min_fraction >= 1.0 and f.name not in columns]
         if missing:
             raise RawLogHeaderError(f"{file}: line 1 (header): required column(s) missing {missing}")
         parsers = tuple(field_parser(by_name[name], schema) for name in columns)

@@ -170,8 +170,7 @@ def _split_fields(text: str, names: tuple[str, ...]) -> list[str]:
     fields = text.split(FIELD_SEPARATOR)
     if len(fields) != len(names):
         raise MalformedLineError(
-            f"wrong field count: expected {len(names)} ({FIELD_SEPARATOR.join(names)}), "
-            f"got {len(fields)}"
+            f"wrong field count: expected {len(names)} ({FIELD_SEPARATOR.join(names)}), got {len(fields)}"
         )
     return [field.strip() for field in fields]
 
@@ -422,9 +421,7 @@ def _write_raw_log(
             movie = movies.get(movie_id)
             unknown_user += user is None
             unknown_movie += movie is None
-            writer.write(
-                _raw_log_row(user_id, movie_id, rating, timestamp, seen, uploaded, user, movie)
-            )
+            writer.write(_raw_log_row(user_id, movie_id, rating, timestamp, seen, uploaded, user, movie))
         return writer.rows_written, unknown_user, unknown_movie
 
 
@@ -437,9 +434,7 @@ def convert_movielens(
     """Converts MovieLens-1M files to a raw-log CSV at `out_csv` (see the module doc)."""
     rejects_path = rejects_path_for(out_csv)
     with _RejectsWriter(rejects_path) as rejects:
-        users, user_lines = _read_side_table(
-            users_path, USERS_ENCODING, parse_user_line, "UserID", rejects
-        )
+        users, user_lines = _read_side_table(users_path, USERS_ENCODING, parse_user_line, "UserID", rejects)
         movies, movie_lines = _read_side_table(
             movies_path, MOVIES_ENCODING, parse_movie_line, "MovieID", rejects
         )
@@ -476,17 +471,13 @@ def find_movielens_files(data_dir: str | os.PathLike) -> MovieLensFiles:
                 f"{folder}: need ratings.dat or exactly one ratings*.dat file; found {found}"
             )
         ratings = candidates[0]
-    files = MovieLensFiles(
-        ratings=ratings, users=folder / "users.dat", movies=folder / "movies.dat"
-    )
+    files = MovieLensFiles(ratings=ratings, users=folder / "users.dat", movies=folder / "movies.dat")
     for path in files:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: MovieLens file not found")
     return files
 
 
-def convert_movielens_dir(
-    data_dir: str | os.PathLike, out_csv: str | os.PathLike
-) -> ConversionReport:
+def convert_movielens_dir(data_dir: str | os.PathLike, out_csv: str | os.PathLike) -> ConversionReport:
     files = find_movielens_files(data_dir)
     return convert_movielens(files.ratings, files.users, files.movies, out_csv)
