@@ -67,3 +67,18 @@ SURFACES = ("feed", "search", "related", "catalog")
 
 # Separator of multi-valued fields (item_genres) in raw-log CSV files.
 MULTI_VALUE_SEPARATOR = "|"
+
+# Point-in-time features written by FeatureGen (components/feature_gen): each is
+# computed only from events strictly before the impression's timestamp.
+USER_VIEW_COUNT = "user_view_count"  # prior plays (clicks) of the user
+USER_VIEW_COUNT_BUCKET = "user_view_count_bucket"  # bucketized: POSO's personalization code
+USER_HOURS_SINCE_FIRST_SEEN = "user_hours_since_first_seen"
+USER_IS_NEW = "user_is_new"  # 1 if first seen within T_du hours
+USER_COHORT = "user_cohort"  # one of USER_COHORTS
+USER_RECENT_CLICK_RATE = "user_recent_click_rate"  # clicks / impressions over the last N
+ITEM_AGE_DAYS = "item_age_days"
+ITEM_EXPOSURE_COUNT = "item_exposure_count"  # prior impressions of the item
+ITEM_IS_NEW = "item_is_new"  # 1 if age < T_dv days and exposures < T_s
+HOUR_OF_DAY = "hour_of_day"  # UTC hour of the impression, 0-23
+
+USER_COHORTS = ("new", "light", "regular")

@@ -290,10 +290,9 @@ class SyntheticConfig:
             )
             >= 1,
             "candidates_per_request must be >= slate_size": self.candidates_per_request >= self.slate_size,
-            "need at least 2 * slate_size catalog items (num_items * (1 - new_item_share))": _catalog_item_count(
-                self
-            )
-            >= 2 * self.slate_size,
+            "need at least 2 * slate_size catalog items (num_items * (1 - new_item_share))": (
+                _catalog_item_count(self) >= 2 * self.slate_size
+            ),
             "new_user_hours must be shorter than span_days": self.new_user_hours * _HOUR_S
             < self.span_days * _DAY_S,
             "new_user_request_share must be in [0, 0.05)": 0 <= self.new_user_request_share < 0.05,
