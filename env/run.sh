@@ -9,7 +9,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 state="$repo/.build/env"
-[ -f "$state" ] || { echo "[run] error: no environment yet; run 'make setup' first" >&2; exit 1; }
+[ -f "$state" ] || { echo "[run] error: no environment yet; run env/setup.sh first" >&2; exit 1; }
 [ $# -gt 0 ] || set -- bash
 # TensorFlow's C++ INFO lines drown the pipeline's own logs; override to see them.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
@@ -23,7 +23,7 @@ case "$mode" in
     ;;
   chroot)
     [ -x "$root/opt/venv/bin/python" ] ||
-      { echo "[run] error: root file system $root is missing or incomplete; run 'make setup'" >&2; exit 1; }
+      { echo "[run] error: root file system $root is missing or incomplete; run env/setup.sh" >&2; exit 1; }
     [ "$(id -u)" = 0 ] || { echo "[run] error: chroot mode needs root" >&2; exit 1; }
     # Only these variables cross into the root file system; the host's PIP_*
     # and PATH point at host-only paths.
@@ -49,7 +49,7 @@ case "$mode" in
     ' sh "$root" "$share" "$cwd" "$@"
     ;;
   *)
-    echo "[run] error: unknown environment mode '$mode' in $state; run 'make setup'" >&2
+    echo "[run] error: unknown environment mode '$mode' in $state; run env/setup.sh" >&2
     exit 1
     ;;
 esac

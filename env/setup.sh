@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up the environment every watchnext command runs in (called by `make setup`).
+# Set up the environment every watchnext command runs in (the README's set-up command).
 #
 # Two modes, chosen from the host:
 #   venv    host has glibc >= 2.39 and Python 3.10-3.13 (Ubuntu 24.04, Debian 13,
@@ -54,13 +54,34 @@ editable_install() {  # into whichever environment .build/env names
     die "installing watchnext (editable) into the environment failed"
 }
 
+apt_install() {  # installs Debian/Ubuntu packages when we may, else says what is missing
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing $* with apt-get"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >&2 ||
+      die "apt-get could not install $*"
+  else
+    die "missing system packages: $* (install them, e.g. with apt-get as root)"
+  fi
+}
+
+ensure_venv_prerequisites() {
+  local missing=() py
+  py=$(python3 -c 'import sys; print("python%d.%d" % sys.version_info[:2])')
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv "$py-venv")
+  python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+    missing+=(python3-dev)
+  command -v g++ >/dev/null || missing+=(g++)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
 setup_venv() {
   local key=$1 venv="$repo/.venv"
   if [ "$(cat "$venv/.watchnext-key" 2>/dev/null)" != "$key" ]; then
-    log "creating $venv (pinned requirements $key)"
+    ensure_venv_prerequisites
+    log "creating $venv (pinned requirements $key; about 2 minutes)"
     rm -rf "$venv"
-    python3 -m venv "$venv" || die "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
-    pip_install_project "$venv/bin/python"
+    python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+    pip_install_project "$venv/bin/python" || die "pip install into $venv failed"
     echo "$key" > "$venv/.watchnext-key"
   else
     log "reusing $venv (pinned requirements $key)"
@@ -73,15 +94,7 @@ check_chroot_prerequisites() {
   [ "$(id -u)" = 0 ] || die "this host (glibc $(getconf GNU_LIBC_VERSION | awk '{print $2}')) needs the Debian 13 root file system, which needs root (debootstrap, unshare, chroot). Run as root, or use a host with glibc >= 2.39 for a plain venv."
   command -v unshare >/dev/null || die "unshare is missing (package util-linux)"
   command -v chroot >/dev/null || die "chroot is missing (package coreutils)"
-  if ! command -v debootstrap >/dev/null; then
-    if command -v apt-get >/dev/null; then
-      log "installing debootstrap with apt-get"
-      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap; } >&2 ||
-        die "debootstrap is missing and apt-get could not install it"
-    else
-      die "debootstrap is missing; install it with your package manager"
-    fi
-  fi
+  command -v debootstrap >/dev/null || apt_install debootstrap
   mkdir -p "$cache_dir" || die "cannot create the cache directory $cache_dir (set WATCHNEXT_CACHE_DIR)"
 }
 
@@ -145,7 +158,7 @@ main() {
     chroot) setup_chroot "$key" ;;
     *) die "WATCHNEXT_ENV must be venv or chroot, not '$mode'" ;;
   esac
-  log "ready: run commands with env/run.sh (e.g. env/run.sh watchnext --help)"
+  log "ready: env/test.sh runs the tests; env/run.sh COMMAND runs anything inside (e.g. env/run.sh watchnext --help)"
 }
 
 main "$@"
