@@ -82,3 +82,20 @@ ITEM_IS_NEW = "item_is_new"  # 1 if age < T_dv days and exposures < T_s
 HOUR_OF_DAY = "hour_of_day"  # UTC hour of the impression, 0-23
 
 USER_COHORTS = ("new", "light", "regular")
+
+# Sequence examples written by SequenceGen (components/sequence_gen). Lists hold
+# a user's most recent events before the target, oldest first.
+HISTORY_ITEM_IDS = "history_item_ids"
+HISTORY_TIMESTAMPS = "history_timestamps"
+HISTORY_ACTIONS = "history_actions"  # action code per event: click + 2 * like
+HISTORY_CLICKS = "history_clicks"
+HISTORY_LIKES = "history_likes"
+HISTORY_WATCH_TIMES_S = "history_watch_times_s"
+HISTORY_RATINGS = "history_ratings"  # 0 = no rating
+HISTORY_LENGTH = "history_length"
+TARGET_ITEM_ID = "target_item_id"
+TARGET_TIMESTAMP = "target_timestamp"
+TARGET_CLICK = "target_click"
+TARGET_LIKE = "target_like"
+TARGET_WATCH_TIME_S = "target_watch_time_s"
+TARGET_RATING = "target_rating"  # 0 = no rating

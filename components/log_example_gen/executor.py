@@ -22,13 +22,13 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
+from watchnext.components import examples_io
 from watchnext.components.log_example_gen.raw_log import (
     ParsedRow,
     RawLogHeaderError,
     RejectedRow,
     RowParser,
     load_raw_log_schema,
-    to_tf_example_bytes,
 )
 
 METRICS_NAMESPACE = "watchnext.LogExampleGen"
@@ -145,16 +145,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         )
         by_split = rows.parsed | "Split" >> beam.Partition(splitter, len(splitter.names))
         for index, name in enumerate(splitter.names):
-            (
+            serialized = (
                 by_split[index]
                 | f"Count[{name}]" >> beam.Map(_count(f"rows_{name}"))
-                | f"Serialize[{name}]" >> beam.Map(to_tf_example_bytes)
-                | f"Write[{name}]"
-                >> beam.io.WriteToTFRecord(
-                    os.path.join(artifact_utils.get_split_uri([examples], name), "data_tfrecord"),
-                    file_name_suffix=".gz",
-                )
+                | f"Serialize[{name}]" >> beam.Map(examples_io.serialize_example)
             )
+            examples_io.write_split(serialized, examples, name)
         result = pipeline.run()
         result.wait_until_finish()
 
@@ -164,7 +160,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     @staticmethod
     def _record(examples, rejects, split_names, counts, paths) -> None:
-        examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
+        examples_io.mark_tf_example_payload(examples)
         rejected = counts.get(REJECTED_COUNTER, 0)
         parsed = {name: counts.get(f"rows_{name}", 0) for name in split_names}
         for name, count in parsed.items():

@@ -192,20 +192,3 @@ class RowParser:
             if values:
                 row[parser.name] = values
         return row
-
-
-def to_tf_example_bytes(row: ParsedRow) -> bytes:
-    """Serializes a parsed row as a tf.Example (missing fields are absent features)."""
-    import tensorflow as tf
-
-    feature_map = {}
-    for name, values in row.items():
-        first = values[0]
-        if isinstance(first, bytes):
-            feature_map[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        elif isinstance(first, int):
-            feature_map[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-        else:
-            feature_map[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    example = tf.train.Example(features=tf.train.Features(feature=feature_map))
-    return example.SerializeToString()

@@ -111,6 +111,7 @@ from typing import Any
 
 import numpy as np
 
+from watchnext.components import cohorts
 from watchnext.models import features
 from watchnext.pipeline.data.raw_log_csv import format_value
 
@@ -264,14 +265,14 @@ class SyntheticConfig:
 
     new_user_request_share: float = 0.03
     new_user_mean_requests: float = 3.0
-    new_user_hours: int = 24
+    new_user_hours: int = cohorts.NEW_USER_HOURS
     new_user_relevance_offset: float = -0.5
     new_user_short_item_completion_bonus: float = 1.0
     short_item_max_duration_s: float = 30.0
     new_user_like_offset: float = 1.0
     new_item_share: float = 0.1
-    new_item_days: int = 2
-    new_item_max_exposures: int = 100
+    new_item_days: int = cohorts.NEW_ITEM_DAYS
+    new_item_max_exposures: int = cohorts.NEW_ITEM_MAX_EXPOSURES
     catalog_max_age_days: int = 180
 
     @property

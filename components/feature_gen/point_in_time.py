@@ -1,0 +1,136 @@
+"""Point-in-time feature arithmetic (pure NumPy; the Beam executor calls it per key).
+
+Every feature of an impression at time t is computed from events with
+timestamp strictly less than t: events at the same second as the impression,
+its own included, are not seen. So the features depend only on (user, t) and
+(item, t), which is what the executor joins on.
+
+For a user with impressions at times t_1 <= t_2 <= ... and clicks c_i:
+
+    user_view_count(t)         = sum_{i: t_i < t} c_i               (prior plays)
+    user_recent_click_rate(t)  = mean of c_i over the last W impressions with t_i < t
+                                 (0 when there is none)
+    user_view_count_bucket(t)  = number of boundaries b with b <= user_view_count(t)
+    user_hours_since_first_seen = (t - user_first_seen_ts) / 3600
+    user_is_new                = hours_since_first_seen < T_du
+    user_cohort                = "new" if user_is_new, else "light" if view_count < light_max, else "regular"
+
+For an item with impressions at times s_1 <= s_2 <= ...:
+
+    item_exposure_count(t) = #{j: s_j < t}
+    item_age_days          = (t - item_upload_ts) / 86400
+    item_is_new            = item_age_days < T_dv and item_exposure_count(t) < T_s
+
+Example:
+    >>> user_features_at_timestamps([(10, 1), (10, 0), (20, 1)], recent_window=50)
+    [(10, 0, 0.0), (20, 1, 0.5)]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+
+import numpy as np
+
+from watchnext.components.cohorts import CohortThresholds
+from watchnext.models import features
+
+SECONDS_PER_HOUR = 3600
+SECONDS_PER_DAY = 86400
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureGenConfig:
+    """Knobs of FeatureGen; the defaults are the documented POSO/YouTube-style choices."""
+
+    thresholds: CohortThresholds = CohortThresholds()
+    # Bucket boundaries of the accumulated view count (POSO's personalization code).
+    view_count_boundaries: tuple[int, ...] = (1, 3, 10, 30, 100, 300, 1000)
+    # Impressions looked back for the recent click rate.
+    recent_window: int = 50
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureGenConfig:
+        raw = json.loads(text)
+        return cls(
+            thresholds=CohortThresholds(**raw["thresholds"]),
+            view_count_boundaries=tuple(raw["view_count_boundaries"]),
+            recent_window=int(raw["recent_window"]),
+        )
+
+
+def _sorted_arrays(pairs: Iterable[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    data = np.fromiter((v for pair in pairs for v in pair), dtype=np.int64)
+    timestamps, values = data[0::2], data[1::2]
+    order = np.argsort(timestamps, kind="stable")
+    return timestamps[order], values[order]
+
+
+def user_features_at_timestamps(
+    events: Iterable[tuple[int, int]], recent_window: int
+) -> list[tuple[int, int, float]]:
+    """(timestamp, click) events of one user -> (t, prior view count, recent click rate) per distinct t."""
+    timestamps, clicks = _sorted_arrays(events)
+    distinct, first_index = np.unique(timestamps, return_index=True)
+    clicks_before = np.concatenate([[0], np.cumsum(clicks)])
+    views = clicks_before[first_index]
+    window_start = np.maximum(first_index - recent_window, 0)
+    window_size = first_index - window_start
+    window_clicks = clicks_before[first_index] - clicks_before[window_start]
+    rates = np.divide(window_clicks, window_size, out=np.zeros(len(distinct)), where=window_size > 0)
+    return list(zip(distinct.tolist(), views.tolist(), rates.tolist(), strict=True))
+
+
+def item_exposures_at_timestamps(timestamps: Iterable[int]) -> list[tuple[int, int]]:
+    """Impression times of one item -> (t, impressions strictly before t) per distinct t."""
+    ordered = np.sort(np.fromiter(timestamps, dtype=np.int64), kind="stable")
+    distinct, first_index = np.unique(ordered, return_index=True)
+    return list(zip(distinct.tolist(), first_index.tolist(), strict=True))
+
+
+def bucketize(value: float, boundaries: tuple[int, ...]) -> int:
+    return int(np.searchsorted(np.asarray(boundaries), value, side="right"))
+
+
+def user_cohort(is_new: bool, view_count: int, thresholds: CohortThresholds) -> str:
+    if is_new:
+        return features.USER_COHORTS[0]
+    if view_count < thresholds.light_user_max_views:
+        return features.USER_COHORTS[1]
+    return features.USER_COHORTS[2]
+
+
+def derived_features(
+    timestamp: int,
+    user_first_seen_ts: int,
+    item_upload_ts: int,
+    view_count: int,
+    recent_click_rate: float,
+    exposure_count: int,
+    config: FeatureGenConfig,
+) -> dict[str, int | float | bytes]:
+    """All FeatureGen outputs of one impression, from its point-in-time aggregates."""
+    thresholds = config.thresholds
+    hours_since_first_seen = (timestamp - user_first_seen_ts) / SECONDS_PER_HOUR
+    is_new_user = hours_since_first_seen < thresholds.new_user_hours
+    item_age_days = (timestamp - item_upload_ts) / SECONDS_PER_DAY
+    is_new_item = (
+        item_age_days < thresholds.new_item_days and exposure_count < thresholds.new_item_max_exposures
+    )
+    return {
+        features.USER_VIEW_COUNT: view_count,
+        features.USER_VIEW_COUNT_BUCKET: bucketize(view_count, config.view_count_boundaries),
+        features.USER_HOURS_SINCE_FIRST_SEEN: hours_since_first_seen,
+        features.USER_IS_NEW: int(is_new_user),
+        features.USER_COHORT: user_cohort(is_new_user, view_count, thresholds).encode(),
+        features.USER_RECENT_CLICK_RATE: recent_click_rate,
+        features.ITEM_AGE_DAYS: item_age_days,
+        features.ITEM_EXPOSURE_COUNT: exposure_count,
+        features.ITEM_IS_NEW: int(is_new_item),
+        features.HOUR_OF_DAY: (timestamp // SECONDS_PER_HOUR) % 24,
+    }

@@ -1,0 +1,100 @@
+"""Beam executor of SequenceGen: per-user retrieval and ranking sequences, leave-one-out.
+
+examples (all splits) ─► (user, event) ─GroupByKey─► latest max_len + 2 events per user
+                      ─► train / test examples ─► retrieval_sequences, ranking_sequences
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import apache_beam as beam
+import tensorflow as tf
+from tfx import types
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
+
+from watchnext.components import examples_io
+from watchnext.components.sequence_gen.sequences import (
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    SequenceEvent,
+    leave_one_out,
+    most_recent,
+)
+from watchnext.models import features
+
+SPLITS = (TRAIN_SPLIT, TEST_SPLIT)
+METRICS_NAMESPACE = "watchnext.SequenceGen"
+
+
+def user_event(serialized: bytes) -> tuple[bytes, tuple]:
+    example = tf.train.Example.FromString(serialized)
+    return examples_io.scalar(example, features.USER_ID), tuple(SequenceEvent.from_example(example))
+
+
+class _UserSequences(beam.DoFn):
+    """All (kind, split, serialized example) of one user."""
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.users_without_test = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "users_too_short")
+
+    def process(self, user_events: tuple[bytes, Any]):
+        user, events = user_events
+        kinds = {
+            "retrieval": (lambda e: e[4] == 1, False),  # plays only (e[4] is click)
+            "ranking": (lambda e: True, True),
+        }
+        for kind, (keep, with_labels) in kinds.items():
+            latest = most_recent((SequenceEvent(*e) for e in events if keep(e)), self.max_len + 2)
+            pairs = leave_one_out(user, latest, self.max_len, with_labels)
+            if kind == "retrieval" and not pairs:
+                self.users_without_test.inc()
+            for split, feature_lists in pairs:
+                yield kind, split, examples_io.serialize_example(feature_lists)
+
+
+def build_sequences(examples: beam.PCollection, max_len: int) -> beam.PCollection:
+    return (
+        examples
+        | "UserEvents" >> beam.Map(user_event)
+        | "GroupUsers" >> beam.GroupByKey()
+        | "Sequences" >> beam.ParDo(_UserSequences(max_len))
+    )
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Writes retrieval and ranking sequence Examples, each with train/test splits."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        max_len = int(exec_properties["max_len"])
+        source = artifact_utils.get_single_instance(input_dict["examples"])
+        outputs = {
+            "retrieval": artifact_utils.get_single_instance(output_dict["retrieval_sequences"]),
+            "ranking": artifact_utils.get_single_instance(output_dict["ranking_sequences"]),
+        }
+        for artifact in outputs.values():
+            artifact.split_names = artifact_utils.encode_split_names(list(SPLITS))
+        splits = examples_io.split_names(source)
+        logging.info("SequenceGen: splits %s of %s, max_len %d", splits, source.uri, max_len)
+
+        with self._make_beam_pipeline() as pipeline:
+            examples = [examples_io.read_split(pipeline, source, split) for split in splits]
+            sequences = build_sequences(examples | "AllSplits" >> beam.Flatten(), max_len)
+            targets = [(kind, split) for kind in outputs for split in SPLITS]
+            parts = sequences | "ByOutput" >> beam.Partition(
+                lambda r, _: targets.index((r[0], r[1])), len(targets)
+            )
+            for (kind, split), part in zip(targets, parts, strict=True):
+                records = part | f"Drop[{kind},{split}]" >> beam.Map(lambda r: r[2])
+                examples_io.write_split(records, outputs[kind], split, label=f"{kind},")
+        for artifact in outputs.values():
+            examples_io.mark_tf_example_payload(artifact)
+        logging.info("SequenceGen: wrote %s", {k: a.uri for k, a in outputs.items()})
