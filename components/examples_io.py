@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import apache_beam as beam
+import numpy as np
 from tfx import types
 from tfx.types import artifact_utils
 
@@ -47,7 +48,7 @@ def set_values(example, name: str, values) -> None:
     first = values[0]
     if isinstance(first, bytes):
         feature.bytes_list.value[:] = values
-    elif isinstance(first, (int, bool)):
+    elif isinstance(first, (int, np.integer)):
         feature.int64_list.value[:] = values
     else:
         feature.float_list.value[:] = values

@@ -67,7 +67,8 @@ class FeatureGenConfig:
 def _sorted_arrays(pairs: Iterable[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     data = np.fromiter((v for pair in pairs for v in pair), dtype=np.int64)
     timestamps, values = data[0::2], data[1::2]
-    order = np.argsort(timestamps, kind="stable")
+    # Ordering ties by value too makes the recent-click window independent of input order.
+    order = np.lexsort((values, timestamps))
     return timestamps[order], values[order]
 
 

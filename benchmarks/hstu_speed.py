@@ -1,0 +1,256 @@
+"""HSTU vs SASRec speed benchmark (CPU or accelerator; TensorFlow or JAX backend); prints JSON.
+
+Measures, side by side in one process:
+  1. forward + backward time of one HSTU block vs one SASRec block at equal width d, for several
+     sequence lengths n, with the backend's XLA jit on ("xla": tf.function(jit_compile=True) or
+     jax.jit) and off ("eager"; "graph" = tf.function without XLA, TensorFlow only). The two blocks
+     are timed alternately in each repeat (warm-up calls excluded) and the ratio of medians is
+     reported: hstu_over_sasrec, target <= 0.7 / 0.4 / 0.3 at n = 200 / 1024 / 4096.
+  2. M-FALCON vs naive candidate scoring with the HSTU encoder (2 blocks, d = 50) for one history
+     of `--history` items and m candidates: candidates per second and the speed-up (target >= 50x
+     at m = 1024). The naive scorer batches `--naive-batch` independent [history; candidate]
+     forwards per call; if `--naive-max-candidates` is set below m, naive time is measured on that
+     many candidates and scaled linearly, and the entry says "naive_extrapolated": true.
+
+Examples:
+    python benchmarks/hstu_speed.py                                   # full run (minutes on 2 cores)
+    python benchmarks/hstu_speed.py --sizes 200,1024 --repeats 3 --m 64,1024 --modes xla
+    KERAS_BACKEND=jax python benchmarks/hstu_speed.py --batch 8       # e.g. on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from watchnext.models.hstu.encoder import HSTU_CONFIG, SequentialEncoder
+from watchnext.models.hstu.mfalcon import MFalconScorer, NaiveScorer
+from watchnext.models.layers.hstu import HSTULayer
+from watchnext.models.layers.sasrec import SASRecBlock
+
+TARGETS = {200: 0.7, 1024: 0.4, 4096: 0.3}
+MFALCON_TARGET = (1024, 50.0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="200,1024,4096", help="sequence lengths n (comma-separated)")
+    parser.add_argument("--batch", type=int, default=2, help="batch size of the block benchmark")
+    parser.add_argument("--width", type=int, default=50, help="model width d (HSTU dqk = dv = d / heads)")
+    parser.add_argument("--heads", type=int, default=1)
+    parser.add_argument("--ffn", type=int, default=50, help="SASRec FFN width")
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--block-size", type=int, default=None, help="HSTU query block (default: layer's)")
+    parser.add_argument("--hstu-impl", default="blocked", choices=["blocked", "dense"])
+    parser.add_argument("--modes", default="eager,xla", help="eager, graph (TF only), xla")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (compile, caches)")
+    parser.add_argument("--m", default="64,1024,4096", help="M-FALCON candidate counts (empty: skip)")
+    parser.add_argument("--history", type=int, default=200, help="history length for M-FALCON")
+    parser.add_argument("--num-items", type=int, default=5000)
+    parser.add_argument("--micro-batch", type=int, default=256, help="M-FALCON micro-batch b_m")
+    parser.add_argument("--naive-batch", type=int, default=64, help="sequences per naive forward call")
+    parser.add_argument("--naive-max-candidates", type=int, default=0, help="0 = measure all m")
+    parser.add_argument("--scoring-repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def int_list(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+# -- backend-specific fwd+bwd steps ------------------------------------------------------------------
+
+
+def tf_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Callable[[], Any]:
+    import tensorflow as tf
+
+    def step(x: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * cotangent)
+        return tape.gradient(loss, [x, *layer.trainable_variables])
+
+    fn = step if mode == "eager" else tf.function(step, jit_compile=(mode == "xla"))
+    return lambda: [g.numpy() for g in fn(x)[:1]]
+
+
+def jax_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Callable[[], Any]:
+    import jax
+
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def loss_fn(trainable: Any, x: Any, non_trainable: Any) -> Any:
+        y, new_non_trainable = layer.stateless_call(trainable, non_trainable, x, training=True)
+        return (y * cotangent).sum(), new_non_trainable
+
+    grad = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+    fn = jax.jit(grad) if mode == "xla" else grad
+    state = {"non_trainable": non_trainable}
+
+    def run() -> Any:
+        (_, state["non_trainable"]), grads = fn(trainable, x, state["non_trainable"])
+        return jax.block_until_ready(grads)
+
+    return run
+
+
+def make_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Callable[[], Any]:
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return tf_step(layer, x, cotangent, mode)
+    if backend == "jax":
+        if mode == "graph":
+            raise ValueError("mode 'graph' exists only on the TensorFlow backend")
+        return jax_step(layer, x, cotangent, mode)
+    raise ValueError(f"unsupported backend {backend}")
+
+
+# -- measurements ------------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def side_by_side(steps: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Alternate the steps in each repeat so load changes hit both alike; warm-up calls excluded."""
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def build_blocks(args: argparse.Namespace, n: int) -> tuple[HSTULayer, SASRecBlock]:
+    head_dim = args.width // args.heads
+    extra = {} if args.block_size is None else {"block_size": args.block_size}
+    hstu = HSTULayer(
+        num_heads=args.heads,
+        dqk=head_dim,
+        dv=head_dim,
+        max_len=n,
+        dropout=args.dropout,
+        attention_impl=args.hstu_impl,
+        **extra,
+    )
+    sasrec = SASRecBlock(num_heads=args.heads, ffn_dim=args.ffn, dropout=args.dropout)
+    shape = (args.batch, n, args.width)
+    hstu.build(shape)
+    sasrec.build(shape)
+    return hstu, sasrec
+
+
+def block_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(args.seed)
+    results = []
+    for n in int_list(args.sizes):
+        x = keras.ops.convert_to_tensor(rng.normal(size=(args.batch, n, args.width)).astype("float32"))
+        cotangent = keras.ops.convert_to_tensor(rng.normal(size=(args.batch, n, args.width)).astype("float32"))
+        hstu, sasrec = build_blocks(args, n)
+        for mode in [m for m in args.modes.split(",") if m]:
+            steps = {"hstu": make_step(hstu, x, cotangent, mode), "sasrec": make_step(sasrec, x, cotangent, mode)}
+            times = side_by_side(steps, args.repeats, args.warmup)
+            hstu_s, sasrec_s = statistics.median(times["hstu"]), statistics.median(times["sasrec"])
+            ratio = hstu_s / sasrec_s
+            paired = statistics.median(h / s for h, s in zip(times["hstu"], times["sasrec"], strict=True))
+            entry = {
+                "n": n,
+                "mode": mode,
+                "hstu_ms": round(1e3 * hstu_s, 3),
+                "sasrec_ms": round(1e3 * sasrec_s, 3),
+                "hstu_over_sasrec": round(ratio, 3),
+                "median_paired_ratio": round(paired, 3),
+            }
+            if n in TARGETS:
+                entry["target"] = TARGETS[n]
+                entry["meets_target"] = ratio <= TARGETS[n]
+            results.append(entry)
+            print(json.dumps(entry), flush=True, file=_progress())
+    return results
+
+
+def scoring_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
+    counts = int_list(args.m)
+    if not counts:
+        return []
+    rng = np.random.default_rng(args.seed + 1)
+    config = dataclasses.replace(HSTU_CONFIG, max_len=args.history)
+    if args.block_size is not None:
+        config = dataclasses.replace(config, block_size=args.block_size)
+    encoder = SequentialEncoder(num_items=args.num_items, config=config)
+    encoder.build()
+    history = rng.integers(1, args.num_items + 1, size=(1, args.history)).astype("int32")
+    jit = "xla" in args.modes
+    mfalcon = MFalconScorer(encoder, micro_batch_size=args.micro_batch, jit_compile=jit)
+    naive = NaiveScorer(encoder, batch_size=args.naive_batch, jit_compile=jit)
+    results = []
+    for m in counts:
+        candidates = rng.integers(1, args.num_items + 1, size=(1, m)).astype("int32")
+        mfalcon(history, candidates)  # warm-up / compile
+        fast = statistics.median(timed(lambda c=candidates: mfalcon(history, c)) for _ in range(args.scoring_repeats))
+        subset = m if args.naive_max_candidates <= 0 else min(m, args.naive_max_candidates)
+        naive(history, candidates[:, : min(subset, args.naive_batch)])  # warm-up / compile
+        slow = timed(lambda c=candidates[:, :subset]: naive(history, c)) * (m / subset)
+        entry = {
+            "m": m,
+            "history": args.history,
+            "micro_batch": args.micro_batch,
+            "jit": jit,
+            "mfalcon_s": round(fast, 4),
+            "naive_s": round(slow, 4),
+            "naive_measured_candidates": subset,
+            "naive_extrapolated": subset < m,
+            "mfalcon_candidates_per_s": round(m / fast, 1),
+            "naive_candidates_per_s": round(m / slow, 1),
+            "speedup": round(slow / fast, 1),
+        }
+        if m == MFALCON_TARGET[0]:
+            entry["target_speedup"] = MFALCON_TARGET[1]
+            entry["meets_target"] = slow / fast >= MFALCON_TARGET[1]
+        results.append(entry)
+        print(json.dumps(entry), flush=True, file=_progress())
+    return results
+
+
+def _progress() -> Any:
+    import sys
+
+    return sys.stderr
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    keras.utils.set_random_seed(args.seed)
+    report = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "options": vars(args),
+        "blocks": block_benchmark(args),
+        "scoring": scoring_benchmark(args),
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
