@@ -249,7 +249,9 @@ def synthetic_csv(rows: int, work: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--movielens", default=str(DEFAULT_MOVIELENS), help="ml-1m folder ('' to skip)")
     parser.add_argument(
         "--scale-rows", default="1000000,3000000,10000000", help="synthetic sizes, Beam only ('' to skip)"
@@ -270,7 +272,9 @@ def main() -> None:
         scale = []
         for rows in [int(r) for r in args.scale_rows.split(",") if r]:
             csv_dir = synthetic_csv(rows, work)
-            point = run_dataset(f"scale_{rows}", csv_dir, "logs.csv", work, args, rows <= args.pandas_scale_max)
+            point = run_dataset(
+                f"scale_{rows}", csv_dir, "logs.csv", work, args, rows <= args.pandas_scale_max
+            )
             scale.append({"rows": rows, **point})
         if scale:
             report["scale"] = scale

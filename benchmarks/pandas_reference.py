@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from watchnext.components import examples_io
+from watchnext.components import tf_example
 from watchnext.components.feature_gen.point_in_time import FeatureGenConfig, derived_features
 from watchnext.components.sequence_gen.sequences import SequenceEvent, leave_one_out
 from watchnext.models import features as F
@@ -23,7 +23,7 @@ def load_frame(records_by_split: dict[str, list[bytes]]) -> pd.DataFrame:
         for serialized in records:
             example = tf.train.Example.FromString(serialized)
             event = SequenceEvent.from_example(example)
-            value = examples_io.scalar
+            value = tf_example.scalar
             rows.append(
                 (
                     split,
@@ -82,7 +82,7 @@ def feature_gen(frame: pd.DataFrame, config: FeatureGenConfig) -> dict[str, list
             int(ts), int(first_seen), int(uploaded), int(view), float(rate), int(exposure), config
         )
         for name, value in derived.items():
-            examples_io.set_values(example, name, [value])
+            tf_example.set_values(example, name, [value])
         output[split].append(example.SerializeToString())
     return output
 
@@ -98,5 +98,5 @@ def sequence_gen(frame: pd.DataFrame, max_len: int) -> dict[str, dict[str, list[
         plays = [event for event in events if event.click == 1]
         for kind, chosen, with_labels in (("retrieval", plays, False), ("ranking", events, True)):
             for split, lists in leave_one_out(user, chosen[-(max_len + 2) :], max_len, with_labels):
-                output[kind][split].append(examples_io.serialize_example(lists))
+                output[kind][split].append(tf_example.serialize(lists))
     return output

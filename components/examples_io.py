@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import apache_beam as beam
-import numpy as np
 from tfx import types
 from tfx.types import artifact_utils
 
@@ -30,36 +29,3 @@ def write_split(records: beam.PCollection, examples: types.Artifact, split: str,
 
 def mark_tf_example_payload(examples: types.Artifact) -> None:
     examples.set_string_custom_property("payload_format", "FORMAT_TF_EXAMPLE")
-
-
-def scalar(example, name: str, default=None):
-    """The first value of a tf.Example feature, or `default` when the feature is absent."""
-    feature = example.features.feature.get(name)
-    if feature is None:
-        return default
-    kind = feature.WhichOneof("kind")
-    values = getattr(feature, kind).value if kind else ()
-    return values[0] if values else default
-
-
-def set_values(example, name: str, values) -> None:
-    """Sets a feature from a non-empty list of ints, floats or bytes (the first element decides)."""
-    feature = example.features.feature[name]
-    first = values[0]
-    if isinstance(first, bytes):
-        feature.bytes_list.value[:] = values
-    elif isinstance(first, (int, np.integer)):
-        feature.int64_list.value[:] = values
-    else:
-        feature.float_list.value[:] = values
-
-
-def serialize_example(feature_lists: dict[str, list]) -> bytes:
-    """A serialized tf.Example from {name: values}; names with no values are left out."""
-    import tensorflow as tf
-
-    example = tf.train.Example()
-    for name, values in feature_lists.items():
-        if len(values):
-            set_values(example, name, values)
-    return example.SerializeToString()

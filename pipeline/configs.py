@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from watchnext.components.feature_gen.point_in_time import FeatureGenConfig
+from watchnext.components.sequence_gen.sequences import DEFAULT_MAX_LEN
+
 DEFAULT_PIPELINE_NAME = "watchnext"
 DEFAULT_OUTPUT_DIR = "watchnext-output"
 BASELINE_MODEL_NAME = "baseline"
@@ -23,6 +26,8 @@ class PipelineConfig:
     pipeline_name: str = DEFAULT_PIPELINE_NAME
     input_pattern: str = "*.csv"
     max_rejected_fraction: float = 0.1
+    feature_gen: FeatureGenConfig = FeatureGenConfig()
+    max_sequence_length: int = DEFAULT_MAX_LEN
     train_steps: int = 300
     eval_steps: int = 50
     batch_size: int = 256

@@ -42,13 +42,18 @@ class RunReport:
     pushed_models: dict[str, str]
     rejected_rows: int | None
     rejects_uri: str | None
+    anomalies: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
 
     def format(self) -> str:
-        lines = [f"{'component':<22}{'state':<8}{'seconds':>9}"]
-        lines += [f"{c.component:<22}{c.state:<8}{c.seconds:>9.1f}" for c in self.components]
+        width = max([len("component"), *(len(c.component) for c in self.components)]) + 2
+        lines = [f"{'component':<{width}}{'state':<8}{'seconds':>9}"]
+        lines += [f"{c.component:<{width}}{c.state:<8}{c.seconds:>9.1f}" for c in self.components]
         lines.append(f"pipeline wall time: {self.wall_seconds:.1f} s")
         if self.rejected_rows is not None:
             lines.append(f"rejected raw rows: {self.rejected_rows} (reasons in {self.rejects_uri})")
+        for validator, by_split in self.anomalies.items():
+            found = {split: names for split, names in by_split.items() if names}
+            lines.append(f"{validator}: {'anomalies ' + str(found) if found else 'no anomalies'}")
         for name, destination in self.pushed_models.items():
             lines.append(f"pushed model '{name}': {destination}")
         return "\n".join(lines)
@@ -59,10 +64,26 @@ def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(connection)
 
 
-def _latest_run_executions(store):
-    runs = store.get_contexts_by_type("pipeline_run")
-    latest = max(runs, key=lambda run: run.create_time_since_epoch)
-    return store.get_executions_by_context(latest.id)
+def _latest_run(store):
+    return max(store.get_contexts_by_type("pipeline_run"), key=lambda run: run.create_time_since_epoch)
+
+
+def _anomalies(store, run) -> dict[str, dict[str, list[str]]]:
+    """Anomaly names per ExampleValidator and split, from its SchemaDiff.pb files."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    found: dict[str, dict[str, list[str]]] = {}
+    for artifact in store.get_artifacts_by_context(run.id):
+        if artifact.type != "ExampleAnomalies":
+            continue
+        validator = artifact.uri.rstrip("/").split(os.sep)[-3]
+        for split_dir in sorted(os.listdir(artifact.uri)):
+            anomalies = anomalies_pb2.Anomalies()
+            with open(os.path.join(artifact.uri, split_dir, "SchemaDiff.pb"), "rb") as handle:
+                anomalies.ParseFromString(handle.read())
+            names = sorted(anomalies.anomaly_info)
+            found.setdefault(validator, {})[split_dir.removeprefix("Split-")] = names
+    return found
 
 
 def _component_name(store, execution) -> str:
@@ -84,7 +105,8 @@ def _pushed_models(store) -> dict[str, str]:
 
 def collect_report(config: PipelineConfig, wall_seconds: float) -> RunReport:
     store = _store(config)
-    executions = sorted(_latest_run_executions(store), key=lambda e: e.create_time_since_epoch)
+    run = _latest_run(store)
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.create_time_since_epoch)
     components = []
     for execution in executions:
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
@@ -96,7 +118,9 @@ def collect_report(config: PipelineConfig, wall_seconds: float) -> RunReport:
         newest = max(rejects, key=lambda a: a.create_time_since_epoch)
         rejected_rows = newest.custom_properties["rejected_rows"].int_value
         rejects_uri = newest.uri
-    return RunReport(wall_seconds, components, _pushed_models(store), rejected_rows, rejects_uri)
+    return RunReport(
+        wall_seconds, components, _pushed_models(store), rejected_rows, rejects_uri, _anomalies(store, run)
+    )
 
 
 def run(config: PipelineConfig) -> RunReport:

@@ -1,7 +1,8 @@
 """Builds the watchnext TFX pipeline from a `PipelineConfig`.
 
-LogExampleGen -> StatisticsGen -> ImportSchemaGen(schemas/raw_log) -> ExampleValidator
-              -> Trainer(baseline click model) -> Pusher(<output>/serving/baseline)
+LogExampleGen ─► FeatureGen ─► StatisticsGen ─► ExampleValidator ◄─ ImportSchemaGen(impressions)
+      │              └───────► Trainer(baseline click model) ─► Pusher(<out>/serving/baseline)
+      └────────► SequenceGen ─► StatisticsGen ─► ExampleValidator ◄─ ImportSchemaGen(retrieval_sequences)
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 
+from watchnext.components.feature_gen import FeatureGen
 from watchnext.components.log_example_gen import LogExampleGen
+from watchnext.components.sequence_gen import SequenceGen
 from watchnext.pipeline.configs import BASELINE_MODEL_NAME, PipelineConfig
-from watchnext.schemas import RAW_LOG_SCHEMA
+from watchnext.schemas import IMPRESSIONS_SCHEMA, RETRIEVAL_SEQUENCES_SCHEMA
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -26,21 +29,33 @@ def source_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def validated_statistics(name: str, examples, schema_file: Path) -> list:
+    """StatisticsGen + ImportSchemaGen + ExampleValidator for one Examples channel."""
+    statistics = tfx.components.StatisticsGen(examples=examples).with_id(f"StatisticsGen.{name}")
+    schema = tfx.components.ImportSchemaGen(schema_file=str(schema_file)).with_id(f"ImportSchemaGen.{name}")
+    validator = tfx.components.ExampleValidator(
+        statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"]
+    ).with_id(f"ExampleValidator.{name}")
+    return [statistics, schema, validator]
+
+
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     example_gen = LogExampleGen(
         input_base=str(Path(config.data_dir).resolve()),
         input_pattern=config.input_pattern,
         max_rejected_fraction=config.max_rejected_fraction,
     )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(RAW_LOG_SCHEMA))
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    feature_gen = FeatureGen(examples=example_gen.outputs["examples"], config=config.feature_gen)
+    sequence_gen = SequenceGen(examples=example_gen.outputs["examples"], max_len=config.max_sequence_length)
+    impressions_checks = validated_statistics(
+        "impressions", feature_gen.outputs["impressions"], IMPRESSIONS_SCHEMA
+    )
+    sequences_checks = validated_statistics(
+        "retrieval_sequences", sequence_gen.outputs["retrieval_sequences"], RETRIEVAL_SEQUENCES_SCHEMA
     )
     trainer = tfx.components.Trainer(
         run_fn="watchnext.models.baseline.trainer.run_fn",
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
+        examples=feature_gen.outputs["impressions"],
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
         custom_config={
@@ -57,10 +72,19 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             )
         ),
     )
+    components = [
+        example_gen,
+        feature_gen,
+        sequence_gen,
+        *impressions_checks,
+        *sequences_checks,
+        trainer,
+        pusher,
+    ]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=str(Path(config.pipeline_root).resolve()),
-        components=[example_gen, statistics_gen, schema_gen, example_validator, trainer, pusher],
+        components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             str(Path(config.metadata_path).resolve())

@@ -7,7 +7,7 @@ import os
 import tensorflow as tf
 from tfx.types import artifact_utils, standard_artifacts
 
-from watchnext.components import examples_io
+from watchnext.components import tf_example
 from watchnext.models import features
 
 HOUR = 3600
@@ -27,7 +27,7 @@ def raw_example(user: str, item: str, ts: int, click: int, first_seen: int = T0 
         features.ITEM_UPLOAD_TS: [T0 - DAY],
         features.CLICK: [click],
     }
-    return examples_io.serialize_example(row)
+    return tf_example.serialize(row)
 
 
 def write_examples_artifact(root: str, splits: dict[str, list[bytes]]) -> standard_artifacts.Examples:

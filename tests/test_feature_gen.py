@@ -9,13 +9,10 @@ import tensorflow as tf
 from examples_helpers import DAY, HOUR, T0, raw_example, write_examples_artifact
 from tfx.types import artifact_utils, standard_artifacts
 
-from watchnext.components import examples_io
+from watchnext.components import examples_io, tf_example
 from watchnext.components.feature_gen import FeatureGenConfig
 from watchnext.components.feature_gen.executor import Executor
-from watchnext.components.feature_gen.point_in_time import (
-    item_exposures_at_timestamps,
-    user_features_at_timestamps,
-)
+from watchnext.components.feature_gen.point_in_time import ItemTimeline, UserTimeline
 from watchnext.models import features
 
 
@@ -34,7 +31,7 @@ def run_feature_gen(tmp_path, splits, beam_args=None) -> dict[str, list[tf.train
 
 
 def key(example: tf.train.Example) -> tuple:
-    value = examples_io.scalar
+    value = tf_example.scalar
     return (value(example, features.USER_ID), value(example, features.ITEM_ID), value(example, "timestamp"))
 
 
@@ -64,7 +61,7 @@ def test_splits_are_kept(hand_built_output):
 
 
 def test_features_never_see_their_own_or_later_events(hand_built_output):
-    value = examples_io.scalar
+    value = tf_example.scalar
     got = {
         key(e): (
             value(e, features.USER_VIEW_COUNT),
@@ -86,7 +83,7 @@ def test_features_never_see_their_own_or_later_events(hand_built_output):
 
 
 def test_cohort_new_item_and_context_features(hand_built_output):
-    value = examples_io.scalar
+    value = tf_example.scalar
     by_key = {key(e): e for split in hand_built_output.values() for e in split}
     newcomer = by_key[(b"u2", b"i1", T0 + 100)]
     assert value(newcomer, features.USER_IS_NEW) == 1
@@ -101,23 +98,47 @@ def test_cohort_new_item_and_context_features(hand_built_output):
     assert value(regular_first_seen, features.DEVICE) == b"ios", "raw fields pass through"
 
 
-def test_user_aggregates_match_a_brute_force_count():
-    events = [(5, 1), (3, 0), (5, 0), (9, 1), (3, 1), (12, 1), (9, 1)]
+def test_user_timeline_matches_a_brute_force_count():
+    events = [(5, 1), (3, 0), (5, 0), (9, 1), (3, 1), (12, 1), (9, 1), (15, 0)]
     window = 3
-    got = user_features_at_timestamps(events, recent_window=window)
-    for timestamp, views, rate in got:
-        earlier = sorted((e for e in events if e[0] < timestamp), key=lambda e: e[0])
-        assert views == sum(click for _, click in earlier)
+    timeline = UserTimeline.from_events(events, recent_window=window)
+    assert timeline.timestamps.tolist() == [3, 5, 9, 12, 15]
+    for timestamp in timeline.timestamps.tolist():
+        # Earlier events, ties ordered by click as the timeline orders them.
+        earlier = sorted(e for e in events if e[0] < timestamp)
         recent = [click for _, click in earlier[-window:]]
-        expected = sum(recent) / len(recent) if recent else 0.0
-        # Ties inside the window are ordered arbitrarily but stably; the rate here is tie-free.
-        if len({t for t, _ in earlier[-window - 1 :]}) == len(earlier[-window - 1 :]):
-            assert rate == pytest.approx(expected)
-    assert [t for t, _, _ in got] == [3, 5, 9, 12]
+        views, rate = timeline.at(timestamp)
+        assert views == sum(click for _, click in earlier)
+        assert rate == pytest.approx(sum(recent) / len(recent) if recent else 0.0)
+    with pytest.raises(KeyError):
+        timeline.at(4)
 
 
-def test_item_exposures_count_strictly_earlier_impressions():
-    assert item_exposures_at_timestamps([7, 3, 7, 7, 10]) == [(3, 0), (7, 1), (10, 4)]
+def test_timelines_survive_their_compact_encoding():
+    user = UserTimeline.from_events([(1, 1), (2, 0)], recent_window=5)
+    again = UserTimeline.from_bytes(user.to_bytes())
+    assert again.at(2) == user.at(2) == (1, 1.0)
+    item = ItemTimeline.from_timestamps([7, 3, 7, 7, 10])
+    assert [ItemTimeline.from_bytes(item.to_bytes()).exposures_before(t) for t in (3, 7, 10, 11)] == [
+        0,
+        1,
+        4,
+        5,
+    ]
+
+
+def test_beam_worker_modules_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    modules = ", ".join(
+        f"watchnext.components.{name}.transforms"
+        for name in ("log_example_gen", "feature_gen", "sequence_gen")
+    )
+    code = f"import sys, {modules}; print('tensorflow' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    )
 
 
 def test_in_memory_and_multi_processing_give_identical_output(tmp_path):
@@ -128,7 +149,7 @@ def test_in_memory_and_multi_processing_give_identical_output(tmp_path):
 
     lines = logs.logs_path.read_text().splitlines()
     parser = RowParser.from_header(load_raw_log_schema(), lines[0], "logs.csv")
-    records = [examples_io.serialize_example(parser.parse(line, n)) for n, line in enumerate(lines[1:], 2)]
+    records = [tf_example.serialize(parser.parse(line, n)) for n, line in enumerate(lines[1:], 2)]
     splits = {"train": records[::2], "eval": records[1::2]}
 
     in_memory = run_feature_gen(tmp_path / "a", splits, ["--direct_running_mode=in_memory"])

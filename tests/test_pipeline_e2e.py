@@ -41,6 +41,13 @@ def first_run(tmp_path_factory):
     return out_dir
 
 
+def test_run_validates_impressions_and_sequences_against_their_schemas(first_run, capsys):
+    assert cli.main(["run", "--out", str(first_run), *RUN_ARGS]) == 0
+    printed = capsys.readouterr().out
+    for validator in ("ExampleValidator.impressions", "ExampleValidator.retrieval_sequences"):
+        assert f"{validator}: no anomalies" in printed, printed
+
+
 def test_run_pushes_a_savedmodel_that_loads_and_scores(first_run, capsys):
     versions = pushed_version_dirs(first_run)
     assert len(versions) == 1
@@ -57,7 +64,7 @@ def test_second_run_reuses_every_component_from_the_cache(first_run, capsys):
     assert cli.main(["run", "--out", str(first_run), *RUN_ARGS]) == 0
     printed = capsys.readouterr().out
     table = [line.split() for line in printed.splitlines() if line.split()[1:2] in (["ran"], ["cached"])]
-    assert len(table) == 6, printed
+    assert len(table) == 11, printed
     assert all(state == "cached" for _, state, _ in table), printed
     assert len(pushed_version_dirs(first_run)) == 1, "a cached run must not push again"
 

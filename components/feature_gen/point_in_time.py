@@ -1,9 +1,9 @@
-"""Point-in-time feature arithmetic (pure NumPy; the Beam executor calls it per key).
+"""Point-in-time feature arithmetic (pure NumPy; the Beam transforms call it per key).
 
 Every feature of an impression at time t is computed from events with
 timestamp strictly less than t: events at the same second as the impression,
 its own included, are not seen. So the features depend only on (user, t) and
-(item, t), which is what the executor joins on.
+(item, t): a per-user and a per-item timeline of compact arrays answer them.
 
 For a user with impressions at times t_1 <= t_2 <= ... and clicks c_i:
 
@@ -22,8 +22,10 @@ For an item with impressions at times s_1 <= s_2 <= ...:
     item_is_new            = item_age_days < T_dv and item_exposure_count(t) < T_s
 
 Example:
-    >>> user_features_at_timestamps([(10, 1), (10, 0), (20, 1)], recent_window=50)
-    [(10, 0, 0.0), (20, 1, 0.5)]
+    >>> UserTimeline.from_events([(10, 1), (10, 0), (20, 1)], recent_window=50).at(20)
+    (1, 0.5)
+    >>> ItemTimeline.from_timestamps([7, 3, 7]).exposures_before(7)
+    1
 """
 
 from __future__ import annotations
@@ -72,26 +74,61 @@ def _sorted_arrays(pairs: Iterable[tuple[int, int]]) -> tuple[np.ndarray, np.nda
     return timestamps[order], values[order]
 
 
-def user_features_at_timestamps(
-    events: Iterable[tuple[int, int]], recent_window: int
-) -> list[tuple[int, int, float]]:
-    """(timestamp, click) events of one user -> (t, prior view count, recent click rate) per distinct t."""
-    timestamps, clicks = _sorted_arrays(events)
-    distinct, first_index = np.unique(timestamps, return_index=True)
-    clicks_before = np.concatenate([[0], np.cumsum(clicks)])
-    views = clicks_before[first_index]
-    window_start = np.maximum(first_index - recent_window, 0)
-    window_size = first_index - window_start
-    window_clicks = clicks_before[first_index] - clicks_before[window_start]
-    rates = np.divide(window_clicks, window_size, out=np.zeros(len(distinct)), where=window_size > 0)
-    return list(zip(distinct.tolist(), views.tolist(), rates.tolist(), strict=True))
+@dataclasses.dataclass(frozen=True)
+class UserTimeline:
+    """A user's point-in-time aggregates at each distinct timestamp of its own events."""
+
+    timestamps: np.ndarray
+    views: np.ndarray
+    recent_click_rates: np.ndarray
+
+    @classmethod
+    def from_events(cls, events: Iterable[tuple[int, int]], recent_window: int) -> UserTimeline:
+        """From (timestamp, click) events in any order."""
+        timestamps, clicks = _sorted_arrays(events)
+        distinct, first_index = np.unique(timestamps, return_index=True)
+        clicks_before = np.concatenate([[0], np.cumsum(clicks)])
+        window_start = np.maximum(first_index - recent_window, 0)
+        window_size = first_index - window_start
+        window_clicks = clicks_before[first_index] - clicks_before[window_start]
+        rates = np.divide(window_clicks, window_size, out=np.zeros(len(distinct)), where=window_size > 0)
+        return cls(distinct, clicks_before[first_index], rates)
+
+    def at(self, timestamp: int) -> tuple[int, float]:
+        """(view count, recent click rate) just before `timestamp`, one of the user's event times."""
+        index = int(np.searchsorted(self.timestamps, timestamp))
+        if index == len(self.timestamps) or self.timestamps[index] != timestamp:
+            raise KeyError(f"{timestamp} is not an event time of this user")
+        return int(self.views[index]), float(self.recent_click_rates[index])
+
+    def to_bytes(self) -> tuple[bytes, bytes, bytes]:
+        return self.timestamps.tobytes(), self.views.tobytes(), self.recent_click_rates.tobytes()
+
+    @classmethod
+    def from_bytes(cls, packed: tuple[bytes, bytes, bytes]) -> UserTimeline:
+        timestamps, views, rates = packed
+        return cls(np.frombuffer(timestamps, np.int64), np.frombuffer(views, np.int64), np.frombuffer(rates))
 
 
-def item_exposures_at_timestamps(timestamps: Iterable[int]) -> list[tuple[int, int]]:
-    """Impression times of one item -> (t, impressions strictly before t) per distinct t."""
-    ordered = np.sort(np.fromiter(timestamps, dtype=np.int64), kind="stable")
-    distinct, first_index = np.unique(ordered, return_index=True)
-    return list(zip(distinct.tolist(), first_index.tolist(), strict=True))
+@dataclasses.dataclass(frozen=True)
+class ItemTimeline:
+    """All impression times of an item, sorted."""
+
+    timestamps: np.ndarray
+
+    @classmethod
+    def from_timestamps(cls, timestamps: Iterable[int]) -> ItemTimeline:
+        return cls(np.sort(np.fromiter(timestamps, dtype=np.int64)))
+
+    def exposures_before(self, timestamp: int) -> int:
+        return int(np.searchsorted(self.timestamps, timestamp, side="left"))
+
+    def to_bytes(self) -> bytes:
+        return self.timestamps.tobytes()
+
+    @classmethod
+    def from_bytes(cls, packed: bytes) -> ItemTimeline:
+        return cls(np.frombuffer(packed, np.int64))
 
 
 def bucketize(value: float, boundaries: tuple[int, ...]) -> int:

@@ -1,17 +1,10 @@
-"""Beam executor of LogExampleGen (see component.py for what it produces).
-
-Each input file is read by one worker, line by line, so every rejected row
-keeps its exact file and line number; the parsed rows are then reshuffled so
-that validation, serialization and writing run in parallel across workers.
-"""
+"""Beam executor of LogExampleGen (what it produces: component.py; the transforms: transforms.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -22,78 +15,24 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
-from watchnext.components import examples_io
-from watchnext.components.log_example_gen.raw_log import (
-    ParsedRow,
-    RawLogHeaderError,
-    RejectedRow,
-    RowParser,
-    load_raw_log_schema,
+from watchnext.components import examples_io, tf_example
+from watchnext.components.log_example_gen.transforms import (
+    METRICS_NAMESPACE,
+    REJECTED_COUNTER,
+    ParseLine,
+    SplitByHash,
+    counting,
+    read_header,
+    read_lines,
+    route,
 )
 
-METRICS_NAMESPACE = "watchnext.LogExampleGen"
-REJECTED_COUNTER = "rows_rejected"
 REJECTS_FILE_PREFIX = "rejects"
 SUMMARY_FILE = "summary.json"
 
 
 class TooManyRejectedRows(RuntimeError):
     """More rows were malformed than the component's max_rejected_fraction allows."""
-
-
-def read_log_file(path: str) -> Iterator[ParsedRow | RejectedRow]:
-    """Parses one CSV file; blank lines carry nothing and are skipped."""
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        header = handle.readline().decode("utf-8-sig")
-        if not header.strip():
-            raise RawLogHeaderError(f"{path}: line 1: empty file or missing header line")
-        parser = RowParser.from_header(load_raw_log_schema(), header.rstrip("\r\n"), path)
-        for line_number, raw in enumerate(handle, start=2):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as error:
-                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                yield RejectedRow(path, line_number, f"not valid UTF-8: {error}", text)
-                continue
-            if line.strip():
-                yield parser.parse(line, line_number)
-
-
-class _SplitByHash:
-    """Deterministic split assignment from a feature's value (TFX hash_buckets semantics)."""
-
-    def __init__(self, output_config: example_gen_pb2.Output):
-        splits = output_config.split_config.splits
-        self.names = [split.name for split in splits]
-        self.feature = output_config.split_config.partition_feature_name
-        self.bounds = []
-        total = 0
-        for split in splits:
-            total += split.hash_buckets
-            self.bounds.append(total)
-        self.total = total
-
-    def __call__(self, row: ParsedRow, num_partitions: int) -> int:
-        key = repr(row[self.feature][0]) if self.feature else repr(sorted(row.items()))
-        bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % self.total
-        return next(index for index, bound in enumerate(self.bounds) if bucket < bound)
-
-
-def _count(name: str):
-    counter = beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
-
-    def increment(element: Any) -> Any:
-        counter.inc()
-        return element
-
-    return increment
-
-
-def _route(element: ParsedRow | RejectedRow):
-    if isinstance(element, RejectedRow):
-        yield beam.pvalue.TaggedOutput("rejected", json.dumps(element.to_dict(), ensure_ascii=False))
-    else:
-        yield element
 
 
 def _read_counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
@@ -115,7 +54,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     ) -> None:
         output_config = example_gen_pb2.Output()
         proto_utils.json_to_proto(exec_properties["output_config"], output_config)
-        splitter = _SplitByHash(output_config)
+        splitter = SplitByHash(output_config)
         examples = artifact_utils.get_single_instance(output_dict["examples"])
         rejects = artifact_utils.get_single_instance(output_dict["rejects"])
         examples.split_names = artifact_utils.encode_split_names(splitter.names)
@@ -128,18 +67,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 f"in {exec_properties['input_base']}"
             )
         logging.info("LogExampleGen: reading %d file(s) from %s", len(paths), exec_properties["input_base"])
+        headers = {path: read_header(path) for path in paths}
 
         pipeline = self._make_beam_pipeline()
         rows = (
             pipeline
             | "ListFiles" >> beam.Create(paths)
-            | "ReadAndParse" >> beam.FlatMap(read_log_file)
+            | "ReadLines" >> beam.FlatMap(read_lines)
             | "Spread" >> beam.Reshuffle()
-            | "Route" >> beam.FlatMap(_route).with_outputs("rejected", main="parsed")
+            | "Parse" >> beam.ParDo(ParseLine(headers))
+            | "Route" >> beam.FlatMap(route).with_outputs("rejected", main="parsed")
         )
         (
             rows.rejected
-            | "CountRejected" >> beam.Map(_count(REJECTED_COUNTER))
+            | "CountRejected" >> beam.Map(counting(REJECTED_COUNTER))
             | "WriteRejects"
             >> beam.io.WriteToText(os.path.join(rejects.uri, REJECTS_FILE_PREFIX), file_name_suffix=".jsonl")
         )
@@ -147,8 +88,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for index, name in enumerate(splitter.names):
             serialized = (
                 by_split[index]
-                | f"Count[{name}]" >> beam.Map(_count(f"rows_{name}"))
-                | f"Serialize[{name}]" >> beam.Map(examples_io.serialize_example)
+                | f"Count[{name}]" >> beam.Map(counting(f"rows_{name}"))
+                | f"Serialize[{name}]" >> beam.Map(tf_example.serialize)
             )
             examples_io.write_split(serialized, examples, name)
         result = pipeline.run()

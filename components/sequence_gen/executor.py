@@ -10,59 +10,12 @@ import logging
 from typing import Any
 
 import apache_beam as beam
-import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from watchnext.components import examples_io
-from watchnext.components.sequence_gen.sequences import (
-    TEST_SPLIT,
-    TRAIN_SPLIT,
-    SequenceEvent,
-    leave_one_out,
-    most_recent,
-)
-from watchnext.models import features
-
-SPLITS = (TRAIN_SPLIT, TEST_SPLIT)
-METRICS_NAMESPACE = "watchnext.SequenceGen"
-
-
-def user_event(serialized: bytes) -> tuple[bytes, tuple]:
-    example = tf.train.Example.FromString(serialized)
-    return examples_io.scalar(example, features.USER_ID), tuple(SequenceEvent.from_example(example))
-
-
-class _UserSequences(beam.DoFn):
-    """All (kind, split, serialized example) of one user."""
-
-    def __init__(self, max_len: int):
-        self.max_len = max_len
-        self.users_without_test = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "users_too_short")
-
-    def process(self, user_events: tuple[bytes, Any]):
-        user, events = user_events
-        kinds = {
-            "retrieval": (lambda e: e[4] == 1, False),  # plays only (e[4] is click)
-            "ranking": (lambda e: True, True),
-        }
-        for kind, (keep, with_labels) in kinds.items():
-            latest = most_recent((SequenceEvent(*e) for e in events if keep(e)), self.max_len + 2)
-            pairs = leave_one_out(user, latest, self.max_len, with_labels)
-            if kind == "retrieval" and not pairs:
-                self.users_without_test.inc()
-            for split, feature_lists in pairs:
-                yield kind, split, examples_io.serialize_example(feature_lists)
-
-
-def build_sequences(examples: beam.PCollection, max_len: int) -> beam.PCollection:
-    return (
-        examples
-        | "UserEvents" >> beam.Map(user_event)
-        | "GroupUsers" >> beam.GroupByKey()
-        | "Sequences" >> beam.ParDo(_UserSequences(max_len))
-    )
+from watchnext.components.sequence_gen.transforms import SPLITS, build_sequences
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):

@@ -32,7 +32,7 @@ import heapq
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from watchnext.components import examples_io
+from watchnext.components import tf_example
 from watchnext.models import features
 
 DEFAULT_MAX_LEN = 200
@@ -54,7 +54,7 @@ class SequenceEvent(NamedTuple):
 
     @classmethod
     def from_example(cls, example) -> SequenceEvent:
-        value = examples_io.scalar
+        value = tf_example.scalar
         return cls(
             timestamp=value(example, features.TIMESTAMP),
             request_id=value(example, features.REQUEST_ID, b""),
