@@ -192,3 +192,33 @@ def test_split_config_is_respected():
     config = default_output_config()
     assert [s.name for s in config.split_config.splits] == ["train", "eval"]
     assert isinstance(config, example_gen_pb2.Output)
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 64, 1 << 20])
+def test_chunks_keep_every_line_and_its_number(tmp_path, chunk_bytes):
+    from watchnext.components.log_example_gen.transforms import plan_chunks, read_chunk
+
+    path = tmp_path / "logs.csv"
+    lines = [f"row{n},{'x' * (n % 13)}" for n in range(2, 60)]
+    lines[10] = ""  # a blank line carries nothing but still counts
+    path.write_text("header\n" + "\n".join(lines))  # no newline at the end
+    got = [
+        (number, raw.decode().rstrip("\n"))
+        for chunk in plan_chunks(str(path), chunk_bytes)
+        for _, number, raw in read_chunk(chunk)
+    ]
+    expected = [(number, text) for number, text in enumerate(lines, start=2) if text]
+    assert got == expected
+
+
+def test_compressed_files_are_read_whole(tmp_path):
+    import gzip
+
+    from watchnext.components.log_example_gen.transforms import plan_chunks, read_chunk
+
+    path = tmp_path / "logs.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("header\na\nb\n")
+    chunks = plan_chunks(str(path))
+    assert len(chunks) == 1
+    assert [(n, raw) for c in chunks for _, n, raw in read_chunk(c)] == [(2, b"a\n"), (3, b"b\n")]

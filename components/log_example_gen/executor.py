@@ -22,8 +22,9 @@ from watchnext.components.log_example_gen.transforms import (
     ParseLine,
     SplitByHash,
     counting,
+    plan_chunks,
+    read_chunk,
     read_header,
-    read_lines,
     route,
 )
 
@@ -72,9 +73,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         pipeline = self._make_beam_pipeline()
         rows = (
             pipeline
-            | "ListFiles" >> beam.Create(paths)
-            | "ReadLines" >> beam.FlatMap(read_lines)
+            | "PlanChunks" >> beam.Create([chunk for path in paths for chunk in plan_chunks(path)])
             | "Spread" >> beam.Reshuffle()
+            | "ReadChunks" >> beam.FlatMap(read_chunk)
             | "Parse" >> beam.ParDo(ParseLine(headers))
             | "Route" >> beam.FlatMap(route).with_outputs("rejected", main="parsed")
         )

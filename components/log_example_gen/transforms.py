@@ -1,8 +1,9 @@
 """Beam transforms of LogExampleGen (no TensorFlow import: they run in the workers).
 
-Each input file is read by one worker, line by line, so every rejected row
-keeps its exact file and line number; the lines are then reshuffled so that
-parsing, validation, serialization and writing run in parallel across workers.
+The driver cuts each input file into pieces at line boundaries and notes each
+piece's first line number; the workers read the pieces in parallel, so every
+rejected row keeps its exact file and line number, and lines stream from the
+input to the output files without being shuffled.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from tfx.proto import example_gen_pb2
 
@@ -26,6 +28,16 @@ from watchnext.components.log_example_gen.raw_log import (
 
 METRICS_NAMESPACE = "watchnext.LogExampleGen"
 REJECTED_COUNTER = "rows_rejected"
+CHUNK_BYTES = 8 * 2**20
+
+
+class Chunk(NamedTuple):
+    """A piece of an input file: bytes [start, end) beginning at line first_line (end -1: to the end)."""
+
+    path: str
+    start: int
+    end: int
+    first_line: int
 
 
 def read_header(path: str) -> str:
@@ -38,13 +50,39 @@ def read_header(path: str) -> str:
     return header
 
 
-def read_lines(path: str) -> Iterator[tuple[str, int, bytes]]:
-    """(file, line number, raw bytes) of every data line; blank lines carry nothing and are skipped."""
-    with FileSystems.open(path) as handle:
-        handle.readline()
-        for line_number, raw in enumerate(handle, start=2):
+def plan_chunks(path: str, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
+    """Cuts a file into pieces of about chunk_bytes at line boundaries, noting each one's first line.
+
+    One sequential scan in the driver; the workers then read the pieces in
+    parallel and still know every line's number. Compressed files are one piece.
+    """
+    if CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED:
+        return [Chunk(path, 0, -1, 2)]
+    chunks = []
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        offset = len(handle.readline())
+        line_number = 2
+        while block := handle.read(chunk_bytes):
+            if not block.endswith(b"\n"):
+                block += handle.readline()
+            chunks.append(Chunk(path, offset, offset + len(block), line_number))
+            offset += len(block)
+            line_number += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    return chunks
+
+
+def read_chunk(chunk: Chunk) -> Iterator[tuple[str, int, bytes]]:
+    """(file, line number, raw bytes) of every data line of a piece; blank lines carry nothing."""
+    with FileSystems.open(chunk.path) as handle:
+        if chunk.end < 0:
+            handle.readline()
+            lines = iter(handle.readline, b"")
+        else:
+            handle.seek(chunk.start)
+            lines = iter(handle.read(chunk.end - chunk.start).splitlines(keepends=True))
+        for line_number, raw in enumerate(lines, start=chunk.first_line):
             if raw.strip():
-                yield path, line_number, raw
+                yield chunk.path, line_number, raw
 
 
 class ParseLine(beam.DoFn):
