@@ -25,18 +25,13 @@ from watchnext.components.feature_gen.point_in_time import (
 from watchnext.models import features
 
 
-def _user_event(serialized: bytes) -> tuple[bytes, tuple[int, int]]:
+def _user_and_item_events(serialized: bytes):
+    """(user, (t, click)) on the main output and (item, t) on "items", from one parse."""
     example = tf_example.Example.FromString(serialized)
     value = tf_example.scalar
-    return value(example, features.USER_ID), (
-        value(example, features.TIMESTAMP),
-        value(example, features.CLICK, 0),
-    )
-
-
-def _item_event(serialized: bytes) -> tuple[bytes, int]:
-    example = tf_example.Example.FromString(serialized)
-    return tf_example.scalar(example, features.ITEM_ID), tf_example.scalar(example, features.TIMESTAMP)
+    timestamp = value(example, features.TIMESTAMP)
+    yield value(example, features.USER_ID), (timestamp, value(example, features.CLICK, 0))
+    yield beam.pvalue.TaggedOutput("items", (value(example, features.ITEM_ID), timestamp))
 
 
 def _user_timeline(user_events: tuple[bytes, Iterable], recent_window: int):
@@ -73,19 +68,17 @@ def add_point_in_time_features(
     examples_by_split: dict[str, beam.PCollection], config: FeatureGenConfig
 ) -> dict[str, beam.PCollection]:
     """Each split's serialized examples with the FeatureGen features added."""
-    everything = list(examples_by_split.values()) | "AllSplits" >> beam.Flatten()
+    events = (
+        list(examples_by_split.values())
+        | "AllSplits" >> beam.Flatten()
+        | "Events" >> beam.FlatMap(_user_and_item_events).with_outputs("items", main="users")
+    )
     users = (
-        everything
-        | "UserEvents" >> beam.Map(_user_event)
+        events.users
         | "GroupUsers" >> beam.GroupByKey()
         | "UserTimelines" >> beam.Map(_user_timeline, config.recent_window)
     )
-    items = (
-        everything
-        | "ItemEvents" >> beam.Map(_item_event)
-        | "GroupItems" >> beam.GroupByKey()
-        | "ItemTimelines" >> beam.Map(_item_timeline)
-    )
+    items = events["items"] | "GroupItems" >> beam.GroupByKey() | "ItemTimelines" >> beam.Map(_item_timeline)
     return {
         split: examples
         | f"AddFeatures[{split}]"
