@@ -15,10 +15,12 @@ def split_names(examples: types.Artifact) -> list[str]:
     return artifact_utils.decode_split_names(examples.split_names)
 
 
-def read_split(pipeline: beam.Pipeline, examples: types.Artifact, split: str) -> beam.PCollection:
+def read_split(
+    pipeline: beam.Pipeline, examples: types.Artifact, split: str, label: str = ""
+) -> beam.PCollection:
     """Serialized tf.Examples of one split."""
     pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
-    return pipeline | f"Read[{split}]" >> beam.io.ReadFromTFRecord(pattern)
+    return pipeline | f"Read[{label}{split}]" >> beam.io.ReadFromTFRecord(pattern)
 
 
 def write_split(records: beam.PCollection, examples: types.Artifact, split: str, label: str = "") -> None:

@@ -31,8 +31,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logging.info("FeatureGen: splits %s of %s -> %s (%s)", splits, source.uri, output.uri, config)
 
         with self._make_beam_pipeline() as pipeline:
-            inputs = {split: examples_io.read_split(pipeline, source, split) for split in splits}
-            for split, records in add_point_in_time_features(inputs, config).items():
+
+            def read(label: str) -> dict:
+                return {split: examples_io.read_split(pipeline, source, split, label) for split in splits}
+
+            enriched = add_point_in_time_features(read("ForTimelines,"), read("ToEnrich,"), config)
+            for split, records in enriched.items():
                 examples_io.write_split(records, output, split)
         examples_io.mark_tf_example_payload(output)
         logging.info("FeatureGen: wrote %s", output.uri)

@@ -65,23 +65,33 @@ def add_features(serialized: bytes, users: dict, items: dict, config: FeatureGen
 
 
 def add_point_in_time_features(
-    examples_by_split: dict[str, beam.PCollection], config: FeatureGenConfig
+    for_timelines: dict[str, beam.PCollection],
+    to_enrich: dict[str, beam.PCollection],
+    config: FeatureGenConfig,
 ) -> dict[str, beam.PCollection]:
-    """Each split's serialized examples with the FeatureGen features added."""
-    events = (
-        list(examples_by_split.values())
-        | "AllSplits" >> beam.Flatten()
-        | "Events" >> beam.FlatMap(_user_and_item_events).with_outputs("items", main="users")
-    )
+    """Each split's serialized examples (`to_enrich`) with the FeatureGen features added.
+
+    The input is read twice (`for_timelines` and `to_enrich`: two reads of the
+    same files): enriching waits for the timelines, and a second read lets it
+    stream from the files instead of buffering every example until then.
+    """
+    # Parse before flattening: a Flatten of several reads is buffered by the runner.
+    per_split = [
+        examples
+        | f"Events[{split}]" >> beam.FlatMap(_user_and_item_events).with_outputs("items", main="users")
+        for split, examples in for_timelines.items()
+    ]
+    user_events = [events.users for events in per_split] | "AllUserEvents" >> beam.Flatten()
+    item_events = [events["items"] for events in per_split] | "AllItemEvents" >> beam.Flatten()
     users = (
-        events.users
+        user_events
         | "GroupUsers" >> beam.GroupByKey()
         | "UserTimelines" >> beam.Map(_user_timeline, config.recent_window)
     )
-    items = events["items"] | "GroupItems" >> beam.GroupByKey() | "ItemTimelines" >> beam.Map(_item_timeline)
+    items = item_events | "GroupItems" >> beam.GroupByKey() | "ItemTimelines" >> beam.Map(_item_timeline)
     return {
         split: examples
         | f"AddFeatures[{split}]"
         >> beam.Map(add_features, beam.pvalue.AsDict(users), beam.pvalue.AsDict(items), config)
-        for split, examples in examples_by_split.items()
+        for split, examples in to_enrich.items()
     }

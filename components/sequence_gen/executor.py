@@ -40,7 +40,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         with self._make_beam_pipeline() as pipeline:
             examples = [examples_io.read_split(pipeline, source, split) for split in splits]
-            sequences = build_sequences(examples | "AllSplits" >> beam.Flatten(), max_len)
+            sequences = build_sequences(examples, max_len)
             targets = [(kind, split) for kind in outputs for split in SPLITS]
             parts = sequences | "ByOutput" >> beam.Partition(
                 lambda r, _: targets.index((r[0], r[1])), len(targets)
