@@ -161,3 +161,15 @@ def test_in_memory_and_multi_processing_give_identical_output(tmp_path):
         assert sorted(e.SerializeToString(deterministic=True) for e in in_memory[split]) == sorted(
             e.SerializeToString(deterministic=True) for e in multi[split]
         )
+
+
+def test_pack_int64_combines_partial_accumulators_in_any_grouping():
+    import numpy as np
+
+    from watchnext.components.feature_gen.transforms import PackInt64
+
+    pack = PackInt64(width=2)
+    first = pack.add_input(pack.add_input(pack.create_accumulator(), (5, 1)), (3, 0))
+    second = pack.compact(pack.add_input(pack.create_accumulator(), (9, 1)))
+    merged = pack.merge_accumulators([first, second, pack.create_accumulator()])
+    assert np.array_equal(pack.extract_output(merged), [[5, 1], [3, 0], [9, 1]])

@@ -66,8 +66,11 @@ class FeatureGenConfig:
         )
 
 
-def _sorted_arrays(pairs: Iterable[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    data = np.fromiter((v for pair in pairs for v in pair), dtype=np.int64)
+def _sorted_arrays(pairs: Iterable[tuple[int, int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(pairs, np.ndarray):
+        data = pairs.astype(np.int64).reshape(-1)
+    else:
+        data = np.fromiter((v for pair in pairs for v in pair), dtype=np.int64)
     timestamps, values = data[0::2], data[1::2]
     # Ordering ties by value too makes the recent-click window independent of input order.
     order = np.lexsort((values, timestamps))
@@ -83,8 +86,8 @@ class UserTimeline:
     recent_click_rates: np.ndarray
 
     @classmethod
-    def from_events(cls, events: Iterable[tuple[int, int]], recent_window: int) -> UserTimeline:
-        """From (timestamp, click) events in any order."""
+    def from_events(cls, events: Iterable[tuple[int, int]] | np.ndarray, recent_window: int) -> UserTimeline:
+        """From (timestamp, click) events in any order (pairs, or an (n, 2) array)."""
         timestamps, clicks = _sorted_arrays(events)
         distinct, first_index = np.unique(timestamps, return_index=True)
         clicks_before = np.concatenate([[0], np.cumsum(clicks)])

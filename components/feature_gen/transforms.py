@@ -1,7 +1,7 @@
 """Beam transforms of FeatureGen (no TensorFlow import: they run in the workers).
 
-    impressions ─► (user, (t, click)) ─GroupByKey─► UserTimeline per user ─┐ side inputs
-    impressions ─► (item, t)          ─GroupByKey─► ItemTimeline per item ─┤ (compact arrays)
+    impressions ─► (user, (t, click)) ─PackInt64─► UserTimeline per user ─┐ side inputs
+    impressions ─► (item, t)          ─PackInt64─► ItemTimeline per item ─┤ (compact arrays)
     impressions of each split ─► add features (lookups in the timelines) ─► same split
 
 Only compact (timestamp, click) pairs are shuffled; full examples stream from
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import apache_beam as beam
+import numpy as np
 
 from watchnext.components import tf_example
 from watchnext.components.feature_gen.point_in_time import (
@@ -34,14 +35,49 @@ def _user_and_item_events(serialized: bytes):
     yield beam.pvalue.TaggedOutput("items", (value(example, features.ITEM_ID), timestamp))
 
 
-def _user_timeline(user_events: tuple[bytes, Iterable], recent_window: int):
+class PackInt64(beam.CombineFn):
+    """Collects a key's fixed-width integer records into one (n, width) int64 array.
+
+    Combiner lifting packs the records in the workers before the shuffle, so
+    the runner buffers 8 bytes per number instead of a Python object per record.
+    """
+
+    def __init__(self, width: int):
+        self.width = width
+
+    def create_accumulator(self) -> list:
+        return []  # packed chunks (bytes) and records not yet packed
+
+    def add_input(self, accumulator: list, record) -> list:
+        accumulator.append(record)
+        return accumulator
+
+    def compact(self, accumulator: list) -> list:
+        return [self._pack(accumulator)] if accumulator else accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[list]) -> list:
+        return [chunk for accumulator in accumulators for chunk in self.compact(accumulator)]
+
+    def extract_output(self, accumulator: list) -> np.ndarray:
+        return np.frombuffer(self._pack(accumulator), np.int64).reshape(-1, self.width)
+
+    @staticmethod
+    def _pack(accumulator: list) -> bytes:
+        chunks = [np.frombuffer(c, np.int64) for c in accumulator if isinstance(c, bytes)]
+        records = [r for r in accumulator if not isinstance(r, bytes)]
+        if records:
+            chunks.append(np.asarray(records, np.int64).reshape(-1))
+        return np.concatenate(chunks).tobytes() if chunks else b""
+
+
+def _user_timeline(user_events: tuple[bytes, np.ndarray], recent_window: int):
     user, events = user_events
     return user, UserTimeline.from_events(events, recent_window).to_bytes()
 
 
-def _item_timeline(item_times: tuple[bytes, Iterable]):
+def _item_timeline(item_times: tuple[bytes, np.ndarray]):
     item, timestamps = item_times
-    return item, ItemTimeline.from_timestamps(timestamps).to_bytes()
+    return item, ItemTimeline.from_timestamps(timestamps.reshape(-1)).to_bytes()
 
 
 def add_features(serialized: bytes, users: dict, items: dict, config: FeatureGenConfig) -> bytes:
@@ -85,10 +121,14 @@ def add_point_in_time_features(
     item_events = [events["items"] for events in per_split] | "AllItemEvents" >> beam.Flatten()
     users = (
         user_events
-        | "GroupUsers" >> beam.GroupByKey()
+        | "PackUsers" >> beam.CombinePerKey(PackInt64(width=2))
         | "UserTimelines" >> beam.Map(_user_timeline, config.recent_window)
     )
-    items = item_events | "GroupItems" >> beam.GroupByKey() | "ItemTimelines" >> beam.Map(_item_timeline)
+    items = (
+        item_events
+        | "PackItems" >> beam.CombinePerKey(PackInt64(width=1))
+        | "ItemTimelines" >> beam.Map(_item_timeline)
+    )
     return {
         split: examples
         | f"AddFeatures[{split}]"
