@@ -1,11 +1,16 @@
 """HSTU vs SASRec speed benchmark (CPU or accelerator; TensorFlow or JAX backend); prints JSON.
 
 Measures, side by side in one process:
-  1. forward + backward time of one HSTU block vs one SASRec block at equal width d, for several
-     sequence lengths n, with the backend's XLA jit on ("xla": tf.function(jit_compile=True) or
-     jax.jit) and off ("eager"; "graph" = tf.function without XLA, TensorFlow only). The two blocks
-     are timed alternately in each repeat (warm-up calls excluded) and the ratio of medians is
-     reported: hstu_over_sasrec, target <= 0.7 / 0.4 / 0.3 at n = 200 / 1024 / 4096.
+  1. forward + backward time (training mode, dropout on) of one HSTU block vs one SASRec block at
+     equal width d, for several sequence lengths n, with the backend's XLA jit on ("xla":
+     tf.function(jit_compile=True) or jax.jit) and off ("off": tf.function without XLA on
+     TensorFlow, op-by-op on JAX; "eager" and "graph" can be asked for explicitly). The batch
+     holds --tokens tokens (at least one sequence). The two blocks are timed alternately in each
+     repeat (warm-up calls excluded); reported: medians and their ratio hstu_over_sasrec (target
+     <= 0.7 / 0.4 / 0.3 at n = 200 / 1024 / 4096) and the median of the per-repeat ratios.
+     Blocks: HSTULayer (1 head, dqk = dv = d, blocked attention, position bias) and SASRecBlock
+     as in the public SASRec baseline (1 head, ffn 50, dropout 0.2 also on the attention
+     probabilities, like torch MultiheadAttention(dropout=0.2) there).
   2. M-FALCON vs naive candidate scoring with the HSTU encoder (2 blocks, d = 50) for one history
      of `--history` items and m candidates: candidates per second and the speed-up (target >= 50x
      at m = 1024). The naive scorer batches `--naive-batch` independent [history; candidate]
@@ -43,16 +48,21 @@ MFALCON_TARGET = (1024, 50.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="200,1024,4096", help="sequence lengths n (comma-separated)")
-    parser.add_argument("--batch", type=int, default=2, help="batch size of the block benchmark")
+    parser.add_argument(
+        "--tokens", type=int, default=8192, help="tokens per batch: batch = max(1, tokens // n)"
+    )
+    parser.add_argument("--batch", type=int, default=0, help="fixed batch size (overrides --tokens)")
     parser.add_argument("--width", type=int, default=50, help="model width d (HSTU dqk = dv = d / heads)")
     parser.add_argument("--heads", type=int, default=1)
     parser.add_argument("--ffn", type=int, default=50, help="SASRec FFN width")
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--block-size", type=int, default=None, help="HSTU query block (default: layer's)")
     parser.add_argument("--hstu-impl", default="blocked", choices=["blocked", "dense"])
-    parser.add_argument("--modes", default="eager,xla", help="eager, graph (TF only), xla")
+    parser.add_argument("--modes", default="off,xla", help="off, xla, eager, graph (TF only)")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (compile, caches)")
     parser.add_argument("--m", default="64,1024,4096", help="M-FALCON candidate counts (empty: skip)")
@@ -109,6 +119,8 @@ def jax_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Ca
 
 def make_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Callable[[], Any]:
     backend = keras.backend.backend()
+    if mode == "off":
+        mode = "graph" if backend == "tensorflow" else "eager"
     if backend == "tensorflow":
         return tf_step(layer, x, cotangent, mode)
     if backend == "jax":
@@ -139,6 +151,10 @@ def side_by_side(steps: dict[str, Callable[[], Any]], repeats: int, warmup: int)
     return times
 
 
+def batch_size(args: argparse.Namespace, n: int) -> int:
+    return args.batch if args.batch > 0 else max(1, args.tokens // n)
+
+
 def build_blocks(args: argparse.Namespace, n: int) -> tuple[HSTULayer, SASRecBlock]:
     head_dim = args.width // args.heads
     extra = {} if args.block_size is None else {"block_size": args.block_size}
@@ -152,7 +168,7 @@ def build_blocks(args: argparse.Namespace, n: int) -> tuple[HSTULayer, SASRecBlo
         **extra,
     )
     sasrec = SASRecBlock(num_heads=args.heads, ffn_dim=args.ffn, dropout=args.dropout)
-    shape = (args.batch, n, args.width)
+    shape = (batch_size(args, n), n, args.width)
     hstu.build(shape)
     sasrec.build(shape)
     return hstu, sasrec
@@ -162,17 +178,22 @@ def block_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
     rng = np.random.default_rng(args.seed)
     results = []
     for n in int_list(args.sizes):
-        x = keras.ops.convert_to_tensor(rng.normal(size=(args.batch, n, args.width)).astype("float32"))
-        cotangent = keras.ops.convert_to_tensor(rng.normal(size=(args.batch, n, args.width)).astype("float32"))
+        shape = (batch_size(args, n), n, args.width)
+        x = keras.ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
+        cotangent = keras.ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
         hstu, sasrec = build_blocks(args, n)
         for mode in [m for m in args.modes.split(",") if m]:
-            steps = {"hstu": make_step(hstu, x, cotangent, mode), "sasrec": make_step(sasrec, x, cotangent, mode)}
+            steps = {
+                "hstu": make_step(hstu, x, cotangent, mode),
+                "sasrec": make_step(sasrec, x, cotangent, mode),
+            }
             times = side_by_side(steps, args.repeats, args.warmup)
             hstu_s, sasrec_s = statistics.median(times["hstu"]), statistics.median(times["sasrec"])
             ratio = hstu_s / sasrec_s
             paired = statistics.median(h / s for h, s in zip(times["hstu"], times["sasrec"], strict=True))
             entry = {
                 "n": n,
+                "batch": shape[0],
                 "mode": mode,
                 "hstu_ms": round(1e3 * hstu_s, 3),
                 "sasrec_ms": round(1e3 * sasrec_s, 3),
@@ -198,14 +219,16 @@ def scoring_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
     encoder = SequentialEncoder(num_items=args.num_items, config=config)
     encoder.build()
     history = rng.integers(1, args.num_items + 1, size=(1, args.history)).astype("int32")
-    jit = "xla" in args.modes
+    jit = "xla" in args.modes.split(",")
     mfalcon = MFalconScorer(encoder, micro_batch_size=args.micro_batch, jit_compile=jit)
     naive = NaiveScorer(encoder, batch_size=args.naive_batch, jit_compile=jit)
     results = []
     for m in counts:
         candidates = rng.integers(1, args.num_items + 1, size=(1, m)).astype("int32")
         mfalcon(history, candidates)  # warm-up / compile
-        fast = statistics.median(timed(lambda c=candidates: mfalcon(history, c)) for _ in range(args.scoring_repeats))
+        fast = statistics.median(
+            timed(lambda c=candidates: mfalcon(history, c)) for _ in range(args.scoring_repeats)
+        )
         subset = m if args.naive_max_candidates <= 0 else min(m, args.naive_max_candidates)
         naive(history, candidates[:, : min(subset, args.naive_batch)])  # warm-up / compile
         slow = timed(lambda c=candidates[:, :subset]: naive(history, c)) * (m / subset)
@@ -245,6 +268,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "options": vars(args),
+        "notes": {
+            "hstu": "HSTULayer: 1 block, blocked causal attention (block_size option or layer default), "
+            "relative position bias on, no time bias, dropout before f2",
+            "sasrec": "SASRecBlock as the public baseline: dropout also on attention probabilities",
+            "off": "tf.function without XLA on TensorFlow, op by op on JAX",
+            "timing": "fwd+bwd w.r.t. input and weights; medians over repeats, blocks alternated",
+        },
         "blocks": block_benchmark(args),
         "scoring": scoring_benchmark(args),
     }
