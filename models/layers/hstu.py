@@ -271,8 +271,28 @@ class RelativeAttentionBias(keras.layers.Layer):
         return config
 
 
+class CachingSequenceBlock(keras.layers.Layer):
+    """Base of the causal sequence blocks (HSTU, SASRec): `call` is `call_and_cache` minus the cache.
+
+    Subclasses implement `call_and_cache(x, padding_mask, timestamps, lengths, training, mask)`
+    returning (output, history cache) and `call_with_cache` for M-FALCON scoring.
+    """
+
+    def call(
+        self,
+        x: Any,
+        padding_mask: Any = None,
+        timestamps: Any = None,
+        lengths: Any = None,
+        training: Any = None,
+        mask: Any = None,
+    ) -> Any:
+        y, _ = self.call_and_cache(x, padding_mask, timestamps, lengths, training, mask)
+        return y
+
+
 @keras.saving.register_keras_serializable(package="watchnext")
-class HSTULayer(keras.layers.Layer):
+class HSTULayer(CachingSequenceBlock):
     """One HSTU layer (see the module docstring for the equations and the two attention paths).
 
     Args:
@@ -439,18 +459,6 @@ class HSTULayer(keras.layers.Layer):
         return self.dense_attention(q, k, v, timestamps, token_mask)
 
     # -- public calls ----------------------------------------------------------------------------
-
-    def call(
-        self,
-        x: Any,
-        padding_mask: Any = None,
-        timestamps: Any = None,
-        lengths: Any = None,
-        training: Any = None,
-        mask: Any = None,
-    ) -> Any:
-        y, _ = self.call_and_cache(x, padding_mask, timestamps, lengths, training, mask)
-        return y
 
     def call_and_cache(
         self,

@@ -27,11 +27,18 @@ from typing import Any
 import keras
 from keras import ops
 
-from watchnext.models.layers.hstu import dropout, mask_value, merge_heads, resolve_token_mask, split_heads
+from watchnext.models.layers.hstu import (
+    CachingSequenceBlock,
+    dropout,
+    mask_value,
+    merge_heads,
+    resolve_token_mask,
+    split_heads,
+)
 
 
 @keras.saving.register_keras_serializable(package="watchnext")
-class SASRecBlock(keras.layers.Layer):
+class SASRecBlock(CachingSequenceBlock):
     """One SASRec Transformer block.
 
     Args:
@@ -115,18 +122,6 @@ class SASRecBlock(keras.layers.Layer):
     def _key_bias(self, token_mask: Any, dtype: Any) -> Any:
         """(batch, n) additive key bias: 0 for tokens, mask_value for padding."""
         return (1.0 - token_mask) * ops.cast(mask_value(dtype), dtype)
-
-    def call(
-        self,
-        x: Any,
-        padding_mask: Any = None,
-        timestamps: Any = None,
-        lengths: Any = None,
-        training: Any = None,
-        mask: Any = None,
-    ) -> Any:
-        y, _ = self.call_and_cache(x, padding_mask, timestamps, lengths, training, mask)
-        return y
 
     def call_and_cache(
         self,
