@@ -276,7 +276,14 @@ class CachingSequenceBlock(keras.layers.Layer):
 
     Subclasses implement `call_and_cache(x, padding_mask, timestamps, lengths, training, mask)`
     returning (output, history cache) and `call_with_cache` for M-FALCON scoring.
+    The output keeps the input's shape and mask.
     """
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return mask
 
     def call(
         self,
@@ -369,12 +376,6 @@ class HSTULayer(CachingSequenceBlock):
         self.f2.build((None, None, self.num_heads * self.dv))
         self.rab.build()
         self.built = True
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
-    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return mask
 
     # -- pieces -----------------------------------------------------------------------------------
 

@@ -92,12 +92,6 @@ class SASRecBlock(CachingSequenceBlock):
         self.ffn_out.build((None, None, self.ffn_dim))
         self.built = True
 
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
-    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return mask
-
     def _qkv(self, x: Any) -> tuple[Any, Any, Any, Any]:
         """(normalized input, Q scaled by 1/sqrt(d_head), K, V), heads split."""
         q_in = self.attention_norm(x)
