@@ -12,7 +12,14 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from watchnext.components import examples_io
 from watchnext.components.sequence_gen.executor import Executor
-from watchnext.components.sequence_gen.sequences import SequenceEvent, leave_one_out, most_recent
+from watchnext.components.sequence_gen.sequences import (
+    SequenceEvent,
+    is_play,
+    latest_of_both_kinds,
+    leave_one_out,
+    most_recent,
+)
+from watchnext.components.sequence_gen.transforms import LatestEvents
 from watchnext.models import features
 
 F = features
@@ -55,6 +62,33 @@ def test_most_recent_keeps_the_latest_in_order_with_ties_broken_deterministicall
     for _ in range(5):
         random.shuffle(events)
         assert most_recent(events, 4) == expected
+
+
+def test_pruning_keeps_what_both_sequence_kinds_need():
+    rng = random.Random(5)
+    events = [event(rng.randrange(300), f"i{n}", click=int(rng.random() < 0.2)) for n in range(500)]
+    kept = latest_of_both_kinds(events, 12)
+    assert kept == sorted(kept)
+    assert most_recent(kept, 12) == most_recent(events, 12)
+    assert most_recent(filter(is_play, kept), 12) == most_recent(filter(is_play, events), 12)
+    assert len(kept) <= 24
+
+
+def test_latest_events_combine_is_bounded_and_order_free():
+    rng = random.Random(6)
+    events = [tuple(event(rng.randrange(10_000), f"i{n}", click=n % 3 == 0)) for n in range(5_000)]
+    combine = LatestEvents(count=10)
+    parts = [events[i::7] for i in range(7)]
+    accumulators = []
+    for part in parts:
+        accumulator = combine.create_accumulator()
+        for e in part:
+            accumulator = combine.add_input(accumulator, e)
+            assert len(accumulator) <= combine.prune_at + 1
+        accumulators.append(combine.compact(accumulator))
+    rng.shuffle(accumulators)
+    merged = combine.extract_output(combine.merge_accumulators(accumulators))
+    assert merged == latest_of_both_kinds(events, 10)
 
 
 def test_leave_one_out_truncates_to_max_len():

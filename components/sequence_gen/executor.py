@@ -1,6 +1,6 @@
 """Beam executor of SequenceGen: per-user retrieval and ranking sequences, leave-one-out.
 
-examples (all splits) ─► (user, event) ─GroupByKey─► latest max_len + 2 events per user
+examples (all splits) ─► (user, event) ─LatestEvents─► latest max_len + 2 events per user
                       ─► train / test examples ─► retrieval_sequences, ranking_sequences
 """
 

@@ -18,8 +18,9 @@ Leave-one-out (methods.md section 3) for a user with events e_1..e_n:
 so the train example holds "the sequence minus its last item" and the trainer
 learns every next-item step inside it; the last item is only ever a test target.
 
-Only the last max_len + 2 events are kept while a user's events stream by
-(a bounded heap), so memory per user is O(max_len) however long the history.
+Only the latest max_len + 2 events (and the latest max_len + 2 plays) are
+kept while a user's events stream by (`most_recent`, `latest_of_both_kinds`),
+so memory per user is O(max_len) however long the history.
 
 Example:
     events = [SequenceEvent.from_example(e) for e in user_examples]
@@ -36,6 +37,7 @@ from watchnext.components import tf_example
 from watchnext.models import features
 
 DEFAULT_MAX_LEN = 200
+_CLICK = 4  # SequenceEvent field index, for plain tuples
 TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
 
@@ -80,6 +82,25 @@ def most_recent(events: Iterable[SequenceEvent], count: int) -> list[SequenceEve
         elif heap[0] < event:
             heapq.heapreplace(heap, event)
     return sorted(heap)
+
+
+def is_play(event: SequenceEvent) -> bool:
+    return event.click == 1
+
+
+def latest_of_both_kinds(events: list[tuple], count: int) -> list[tuple]:
+    """The events among the `count` latest, or among the `count` latest plays, in time order.
+
+    Both sequence kinds can be built from what this keeps: ranking reads the
+    latest events, retrieval the latest plays (which may reach further back).
+    """
+    ordered = sorted(events)
+    if len(ordered) <= count:
+        return ordered
+    tail = ordered[-count:]
+    older_plays_wanted = count - sum(1 for event in tail if event[_CLICK] == 1)
+    older_plays = [event for event in ordered[:-count] if event[_CLICK] == 1]
+    return (older_plays[-older_plays_wanted:] if older_plays_wanted > 0 else []) + tail
 
 
 def _history_features(history: list[SequenceEvent], with_labels: bool) -> dict[str, list]:

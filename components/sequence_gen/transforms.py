@@ -1,11 +1,17 @@
 """Beam transforms of SequenceGen (no TensorFlow import: they run in the workers).
 
-examples (all splits) ─► (user, event) ─GroupByKey─► latest max_len + 2 events per user
+examples (all splits) ─► (user, event) ─LatestEvents─► latest max_len + 2 events per user
                       ─► (kind, split, serialized example) for retrieval and ranking
+
+LatestEvents is a lifted CombineFn: workers prune each user's events to what
+the sequences can use and pack them into one bytes chunk before the shuffle,
+so the runner holds O(users * max_len) small chunks, not one object per event.
 """
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -15,6 +21,8 @@ from watchnext.components.sequence_gen.sequences import (
     TEST_SPLIT,
     TRAIN_SPLIT,
     SequenceEvent,
+    is_play,
+    latest_of_both_kinds,
     leave_one_out,
     most_recent,
 )
@@ -29,6 +37,57 @@ def user_event(serialized: bytes) -> tuple[bytes, tuple]:
     return tf_example.scalar(example, features.USER_ID), tuple(SequenceEvent.from_example(example))
 
 
+class LatestEvents(beam.CombineFn):
+    """A user's latest `count` events and latest `count` plays, in time order.
+
+    The accumulator is a list of event tuples and pickled chunks of them; it is
+    pruned whenever it grows past `slack` * count, so a user with any number of
+    events costs O(count) memory in a worker.
+    """
+
+    def __init__(self, count: int, slack: int = 4):
+        self.count = count
+        self.prune_at = slack * count
+
+    def create_accumulator(self) -> list:
+        return []
+
+    def add_input(self, accumulator: list, event: tuple) -> list:
+        accumulator.append(event)
+        if len(accumulator) > self.prune_at:
+            accumulator[:] = self._latest(accumulator)
+        return accumulator
+
+    def compact(self, accumulator: list) -> list:
+        if not accumulator:
+            return accumulator
+        return [pickle.dumps(self._latest(accumulator), protocol=pickle.HIGHEST_PROTOCOL)]
+
+    def merge_accumulators(self, accumulators: Iterable[list]) -> list:
+        merged: list = []
+        for accumulator in accumulators:
+            merged.extend(self._events(accumulator))
+            if len(merged) > self.prune_at:
+                merged = self._latest(merged)
+        return merged
+
+    def extract_output(self, accumulator: list) -> list[tuple]:
+        return self._latest(accumulator)
+
+    def _latest(self, accumulator: list) -> list[tuple]:
+        return latest_of_both_kinds(self._events(accumulator), self.count)
+
+    @staticmethod
+    def _events(accumulator: list) -> list[tuple]:
+        events = []
+        for item in accumulator:
+            if isinstance(item, bytes):
+                events.extend(pickle.loads(item))
+            else:
+                events.append(item)
+        return events
+
+
 class _UserSequences(beam.DoFn):
     """All (kind, split, serialized example) of one user."""
 
@@ -39,7 +98,7 @@ class _UserSequences(beam.DoFn):
     def process(self, user_events: tuple[bytes, Any]):
         user, events = user_events
         kinds = {
-            "retrieval": (lambda event: event.click == 1, False),  # plays only
+            "retrieval": (is_play, False),  # plays only
             "ranking": (lambda event: True, True),
         }
         for kind, (keep, with_labels) in kinds.items():
@@ -62,6 +121,6 @@ def build_sequences(examples_by_split: list[beam.PCollection], max_len: int) -> 
     return (
         events
         | "AllUserEvents" >> beam.Flatten()
-        | "GroupUsers" >> beam.GroupByKey()
+        | "LatestPerUser" >> beam.CombinePerKey(LatestEvents(max_len + 2))
         | "Sequences" >> beam.ParDo(_UserSequences(max_len))
     )
