@@ -99,3 +99,10 @@ TARGET_CLICK = "target_click"
 TARGET_LIKE = "target_like"
 TARGET_WATCH_TIME_S = "target_watch_time_s"
 TARGET_RATING = "target_rating"  # 0 = no rating
+
+# Transformed features written by the ranker's Transform step
+# (models/ranker/preprocessing.py). Raw features it keeps keep their names
+# (an id becomes its vocabulary index, a count its log1p z-score, ...).
+ITEM_AGE_BUCKET = "item_age_bucket"
+ITEM_GENRE_IDS = "item_genre_ids"  # up to MAX_GENRES vocabulary indices + 1, 0 = padding
+WATCH_TIME_LOG1P = "watch_time_log1p"  # label: log1p(watch_time_s), 0 when missing

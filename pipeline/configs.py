@@ -16,7 +16,7 @@ from watchnext.components.sequence_gen.sequences import DEFAULT_MAX_LEN
 
 DEFAULT_PIPELINE_NAME = "watchnext"
 DEFAULT_OUTPUT_DIR = "watchnext-output"
-BASELINE_MODEL_NAME = "baseline"
+RANKER_MODEL_NAME = "ranker"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,8 @@ class PipelineConfig:
     enable_cache: bool = True
     beam_direct_running_mode: str = "multi_processing"
     beam_workers: int = 2
+    # RankerConfig fields (models/ranker/config.py) that differ from its defaults.
+    ranker: dict = dataclasses.field(default_factory=dict)
 
     @property
     def pipeline_root(self) -> str:

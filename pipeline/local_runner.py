@@ -69,20 +69,23 @@ def _latest_run(store):
 
 
 def _anomalies(store, run) -> dict[str, dict[str, list[str]]]:
-    """Anomaly names per ExampleValidator and split, from its SchemaDiff.pb files."""
+    """Anomaly names per component (ExampleValidator, Transform) and split, from SchemaDiff.pb files."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     found: dict[str, dict[str, list[str]]] = {}
     for artifact in store.get_artifacts_by_context(run.id):
         if artifact.type != "ExampleAnomalies":
             continue
-        validator = artifact.uri.rstrip("/").split(os.sep)[-3]
-        for split_dir in sorted(os.listdir(artifact.uri)):
+        component = artifact.uri.rstrip("/").split(os.sep)[-3]
+        for directory, _, files in sorted(os.walk(artifact.uri)):
+            if "SchemaDiff.pb" not in files:
+                continue
             anomalies = anomalies_pb2.Anomalies()
-            with open(os.path.join(artifact.uri, split_dir, "SchemaDiff.pb"), "rb") as handle:
+            with open(os.path.join(directory, "SchemaDiff.pb"), "rb") as handle:
                 anomalies.ParseFromString(handle.read())
-            names = sorted(anomalies.anomaly_info)
-            found.setdefault(validator, {})[split_dir.removeprefix("Split-")] = names
+            split = os.path.basename(directory).removeprefix("Split-")
+            split = "all" if directory.rstrip("/") == artifact.uri.rstrip("/") else split
+            found.setdefault(component, {})[split] = sorted(anomalies.anomaly_info)
     return found
 
 

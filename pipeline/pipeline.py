@@ -1,7 +1,8 @@
 """Builds the watchnext TFX pipeline from a `PipelineConfig`.
 
 LogExampleGen ─► FeatureGen ─► StatisticsGen ─► ExampleValidator ◄─ ImportSchemaGen(impressions)
-      │              └───────► Trainer(baseline click model) ─► Pusher(<out>/serving/baseline)
+      │              └───────► Transform ◄─────────────────────────────────────┘
+      │                           └─► Trainer(multitask ranker) ─► Pusher(<out>/serving/ranker)
       └────────► SequenceGen ─► StatisticsGen ─► ExampleValidator ◄─ ImportSchemaGen(retrieval_sequences)
 """
 
@@ -15,7 +16,7 @@ from tfx import v1 as tfx
 from watchnext.components.feature_gen import FeatureGen
 from watchnext.components.log_example_gen import LogExampleGen
 from watchnext.components.sequence_gen import SequenceGen
-from watchnext.pipeline.configs import BASELINE_MODEL_NAME, PipelineConfig
+from watchnext.pipeline.configs import RANKER_MODEL_NAME, PipelineConfig
 from watchnext.schemas import IMPRESSIONS_SCHEMA, RETRIEVAL_SEQUENCES_SCHEMA
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -30,7 +31,7 @@ def source_fingerprint(directory: Path) -> str:
 
 
 def validated_statistics(name: str, examples, schema_file: Path) -> list:
-    """StatisticsGen + ImportSchemaGen + ExampleValidator for one Examples channel."""
+    """StatisticsGen, ImportSchemaGen, ExampleValidator for one Examples channel (schema second)."""
     statistics = tfx.components.StatisticsGen(examples=examples).with_id(f"StatisticsGen.{name}")
     schema = tfx.components.ImportSchemaGen(schema_file=str(schema_file)).with_id(f"ImportSchemaGen.{name}")
     validator = tfx.components.ExampleValidator(
@@ -53,31 +54,37 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     sequences_checks = validated_statistics(
         "retrieval_sequences", sequence_gen.outputs["retrieval_sequences"], RETRIEVAL_SEQUENCES_SCHEMA
     )
-    trainer = tfx.components.Trainer(
-        run_fn="watchnext.models.baseline.trainer.run_fn",
+    transform = tfx.components.Transform(
         examples=feature_gen.outputs["impressions"],
+        schema=impressions_checks[1].outputs["schema"],
+        preprocessing_fn="watchnext.models.ranker.preprocessing.preprocessing_fn",
+    )
+    trainer = tfx.components.Trainer(
+        run_fn="watchnext.models.ranker.trainer.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
         custom_config={
-            "seed": config.seed,
-            "batch_size": config.batch_size,
+            "ranker": {**config.ranker, "seed": config.seed, "batch_size": config.batch_size},
             "code_version": source_fingerprint(MODELS_DIR),
         },
-    )
+    ).with_id("Trainer.ranker")
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=str(Path(config.serving_dir(BASELINE_MODEL_NAME)).resolve())
+                base_directory=str(Path(config.serving_dir(RANKER_MODEL_NAME)).resolve())
             )
         ),
-    )
+    ).with_id("Pusher.ranker")
     components = [
         example_gen,
         feature_gen,
         sequence_gen,
         *impressions_checks,
         *sequences_checks,
+        transform,
         trainer,
         pusher,
     ]

@@ -4,34 +4,59 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from watchnext.components.log_example_gen.executor import REJECTS_FILE_PREFIX
 from watchnext.models import features
 from watchnext.pipeline import cli
+from watchnext.pipeline.configs import RANKER_MODEL_NAME
 from watchnext.pipeline.data import synthetic
 
 RUN_ARGS = ["--rows", "3000", "--train-steps", "20", "--beam-mode", "in_memory", "--workers", "1"]
 
 
 def pushed_version_dirs(out_dir) -> list[str]:
-    base = os.path.join(out_dir, "serving", "baseline")
+    base = os.path.join(out_dir, "serving", RANKER_MODEL_NAME)
     return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
-def serialized_example(user: str, item: str, device: str) -> bytes:
+def serialized_example(user: str, item: str, device: str, position: int | None = None, **extra) -> bytes:
     def text(value: str) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+
+    def number(value: float) -> tf.train.Feature:
+        if isinstance(value, int):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
 
     feature = {
         features.USER_ID: text(user),
         features.ITEM_ID: text(item),
         features.DEVICE: text(device),
         features.SURFACE: text("feed"),
-        features.ITEM_DURATION_S: tf.train.Feature(float_list=tf.train.FloatList(value=[20.0])),
+        features.ITEM_DURATION_S: number(20.0),
+        features.USER_VIEW_COUNT: number(12),
+        features.USER_VIEW_COUNT_BUCKET: number(3),
+        features.USER_HOURS_SINCE_FIRST_SEEN: number(400.0),
+        features.USER_IS_NEW: number(0),
+        features.USER_RECENT_CLICK_RATE: number(0.2),
+        features.ITEM_AGE_DAYS: number(3.5),
+        features.ITEM_EXPOSURE_COUNT: number(250),
+        features.ITEM_IS_NEW: number(0),
+        features.HOUR_OF_DAY: number(20),
+        **{name: number(value) for name, value in extra.items()},
     }
+    if position is not None:
+        feature[features.POSITION] = number(position)
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def load_pushed_ranker(out_dir):
+    versions = pushed_version_dirs(out_dir)
+    assert len(versions) == 1
+    return tf.saved_model.load(os.path.join(out_dir, "serving", RANKER_MODEL_NAME, versions[0]))
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +73,56 @@ def test_run_validates_impressions_and_sequences_against_their_schemas(first_run
         assert f"{validator}: no anomalies" in printed, printed
 
 
-def test_run_pushes_a_savedmodel_that_loads_and_scores(first_run, capsys):
-    versions = pushed_version_dirs(first_run)
-    assert len(versions) == 1
-    model = tf.saved_model.load(os.path.join(first_run, "serving", "baseline", versions[0]))
-    serve = model.signatures["serving_default"]
+def test_run_pushes_a_ranker_that_loads_and_scores(first_run):
+    serve = load_pushed_ranker(first_run).signatures["serving_default"]
     batch = tf.constant([serialized_example("u1", "v2", "ios"), serialized_example("zz", "new", "tv")])
-    scores = serve(examples=batch)["click_probability"].numpy()
-    assert scores.shape == (2,)
-    assert ((scores > 0) & (scores < 1)).all()
+    outputs = serve(examples=batch)
+    for name in ("click_probability", "like_probability"):
+        values = outputs[name].numpy()
+        assert values.shape == (2,) and ((values > 0) & (values < 1)).all(), name
+    assert outputs["score"].numpy().shape == (2,)
+    assert (outputs["watch_time_s"].numpy() >= 0).all()
+
+
+def test_exported_scores_ignore_position_present_absent_or_different(first_run):
+    model = load_pushed_ranker(first_run)
+    serve = model.signatures["serving_default"]
+    users, items = ["u1", "u7", "nobody"], ["v3", "v11", "unseen"]
+    variants = [None, 1, 2, 9, 50]
+    scores = []
+    for position in variants:
+        batch = [serialized_example(u, i, "android", position) for u in users for i in items]
+        scores.append(serve(examples=tf.constant(batch))["score"].numpy())
+    for position, other in zip(variants[1:], scores[1:], strict=True):
+        np.testing.assert_array_equal(scores[0], other, err_msg=f"position={position}")
+    assert np.ptp(scores[0]) > 0, "scores should differ between users/items"
+
+
+def test_predict_signature_takes_raw_features_and_matches_serving_default(first_run):
+    model = load_pushed_ranker(first_run)
+    predict = model.signatures["predict"]
+    assert features.POSITION not in predict.structured_input_signature[1]
+    request = {
+        features.USER_ID: tf.constant(["u1", "zz"]),
+        features.ITEM_ID: tf.constant(["v2", "new"]),
+        features.ITEM_GENRES: tf.constant(["", ""]),
+        features.DEVICE: tf.constant(["ios", "tv"]),
+        features.SURFACE: tf.constant(["feed", "feed"]),
+        features.ITEM_DURATION_S: tf.constant([20.0, 20.0]),
+        features.USER_VIEW_COUNT: tf.constant([12, 12], tf.int64),
+        features.USER_VIEW_COUNT_BUCKET: tf.constant([3, 3], tf.int64),
+        features.USER_HOURS_SINCE_FIRST_SEEN: tf.constant([400.0, 400.0]),
+        features.USER_IS_NEW: tf.constant([0, 0], tf.int64),
+        features.USER_RECENT_CLICK_RATE: tf.constant([0.2, 0.2]),
+        features.ITEM_AGE_DAYS: tf.constant([3.5, 3.5]),
+        features.ITEM_EXPOSURE_COUNT: tf.constant([250, 250], tf.int64),
+        features.ITEM_IS_NEW: tf.constant([0, 0], tf.int64),
+        features.HOUR_OF_DAY: tf.constant([20, 20], tf.int64),
+    }
+    from_features = predict(**request)["score"].numpy()
+    batch = tf.constant([serialized_example("u1", "v2", "ios", 3), serialized_example("zz", "new", "tv")])
+    from_examples = model.signatures["serving_default"](examples=batch)["score"].numpy()
+    np.testing.assert_allclose(from_features, from_examples, rtol=1e-6)
 
 
 def test_second_run_reuses_every_component_from_the_cache(first_run, capsys):
@@ -64,7 +130,7 @@ def test_second_run_reuses_every_component_from_the_cache(first_run, capsys):
     assert cli.main(["run", "--out", str(first_run), *RUN_ARGS]) == 0
     printed = capsys.readouterr().out
     table = [line.split() for line in printed.splitlines() if line.split()[1:2] in (["ran"], ["cached"])]
-    assert len(table) == 11, printed
+    assert len(table) == 12, printed
     assert all(state == "cached" for _, state, _ in table), printed
     assert len(pushed_version_dirs(first_run)) == 1, "a cached run must not push again"
 

@@ -1,0 +1,360 @@
+"""Ranker quality on synthetic logs with known truth; prints JSON.
+
+Generates synthetic logs, runs the real pipeline once (LogExampleGen ->
+FeatureGen -> Transform -> ...), then trains every arm with the same
+`train_ranker` call (same data, steps, batch size and seed) on Transform's
+output and scores the eval split the way the exported model does (position
+never read):
+
+  a. position: bias tower vs position as an input feature vs no position:
+     click AUC on the randomized-position slice (and AUC of the true
+     relevance draw on all eval rows);
+  b. the bias tower's learned position effect vs the generator's true
+     examination propensity: Spearman over positions 1..slate_size, per device;
+  c. MMoE vs shared bottom: every task metric;
+  d. POSO-MMoE vs MMoE: click AUC on new users and on regular users, over seeds;
+  e. submergence: mean |change| of the per-task tower inputs when the new-user
+     flag is masked, on new-user rows, MMoE vs POSO;
+  f. gate polarization: share of experts with mean gate < 0.01, gate dropout on/off.
+
+    env/run.sh python benchmarks/ranking_quality.py                # default size
+    env/run.sh python benchmarks/ranking_quality.py --rows 60000 --epochs 1 --seeds 1   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def log(message: str) -> None:
+    print(f"[ranking_quality] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+def prepare(work: Path, rows: int, seed: int, workers: int):
+    from watchnext.pipeline import local_runner
+    from watchnext.pipeline.configs import PipelineConfig
+    from watchnext.pipeline.data import synthetic
+
+    config = synthetic.SyntheticConfig(
+        seed=seed, num_requests=-(-rows // synthetic.SyntheticConfig.slate_size)
+    )
+    logs = synthetic.generate(config, work / "logs")
+    pipeline = PipelineConfig(
+        data_dir=str(logs.out_dir), input_pattern=synthetic.LOGS_FILE, output_dir=str(work / "run"),
+        train_steps=10, eval_steps=5, beam_workers=workers,
+    )  # fmt: skip
+    report = local_runner.run(pipeline)
+    log(report.format())
+    return config, logs, pipeline, report
+
+
+def newest(pattern: str) -> str:
+    matches = sorted(glob.glob(pattern), key=os.path.getmtime)
+    if not matches:
+        raise FileNotFoundError(pattern)
+    return matches[-1]
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """Transformed eval features (position removed, as served) with raw slicing keys and labels."""
+
+    features: dict
+    position: np.ndarray
+    labels: dict
+    randomized: np.ndarray
+    new_user: np.ndarray
+    regular_user: np.ndarray
+    relevant: np.ndarray | None
+
+
+def load_eval_set(run_root: str, tf_transform_output, truth_path: Path, batch: int = 8192) -> EvalSet:
+    import pandas as pd
+    import tensorflow as tf
+
+    from watchnext.models import features as F
+    from watchnext.models.ranker.preprocessing import LABEL_KEYS
+
+    impressions = newest(os.path.join(run_root, "FeatureGen", "impressions", "*"))
+    files = glob.glob(os.path.join(impressions, "Split-eval", "*.gz"))
+    spec = tf_transform_output.raw_feature_spec()
+    keys = (F.POSITION_RANDOMIZED, F.USER_COHORT, F.REQUEST_ID, F.ITEM_ID, F.POSITION)
+    columns: dict[str, list] = {}
+    raw_keys: dict[str, list] = {k: [] for k in keys}
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch)
+    for serialized in dataset:
+        raw = tf.io.parse_example(serialized, spec)
+        for key in keys:
+            value = raw[key]
+            if isinstance(value, tf.SparseTensor):
+                value = tf.sparse.to_dense(value, default_value=0 if value.dtype == tf.int64 else b"")
+            raw_keys[key].append(tf.reshape(value, [-1]).numpy())
+        for name, value in tf_transform_output.transform_raw_features(raw).items():
+            columns.setdefault(name, []).append(value.numpy())
+    joined = {name: np.concatenate(parts) for name, parts in columns.items()}
+    raw = {key: np.concatenate(parts) for key, parts in raw_keys.items()}
+    labels = {name: joined.pop(name) for name in LABEL_KEYS}
+    position = joined.pop(F.POSITION)
+    truth = pd.read_csv(truth_path, usecols=[F.REQUEST_ID, F.ITEM_ID, "relevant"], dtype=str)
+    relevant_by_key = dict(
+        zip(zip(truth[F.REQUEST_ID], truth[F.ITEM_ID], strict=True), truth["relevant"], strict=True)
+    )
+    relevant = np.array(
+        [
+            relevant_by_key.get((r.decode(), i.decode()), "nan")
+            for r, i in zip(raw[F.REQUEST_ID], raw[F.ITEM_ID], strict=True)
+        ],
+        dtype=float,
+    )
+    cohorts = raw[F.USER_COHORT]
+    return EvalSet(
+        features=joined,
+        position=position,
+        labels=labels,
+        randomized=raw[F.POSITION_RANDOMIZED] == 1,
+        new_user=cohorts == b"new",
+        regular_user=cohorts == b"regular",
+        relevant=relevant,
+    )
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels) > 0.5
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def predict(model, features: dict, batch: int = 8192) -> dict[str, np.ndarray]:
+    import keras
+
+    outputs: dict[str, list] = {}
+    n = len(next(iter(features.values())))
+    for start in range(0, n, batch):
+        chunk = {k: v[start : start + batch] for k, v in features.items()}
+        for name, value in model(chunk, training=False).items():
+            outputs.setdefault(name, []).append(keras.ops.convert_to_numpy(value))
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}
+
+
+def task_metrics(predictions: dict, labels: dict, mask: np.ndarray | None = None) -> dict[str, float | None]:
+    from watchnext.models import features as F
+
+    mask = np.ones_like(labels[F.CLICK], bool) if mask is None else mask
+    rated = mask & (labels[F.RATING] > 0)
+    watch_error = predictions["watch_time"][mask] - labels[F.WATCH_TIME_LOG1P][mask]
+    rating_error = predictions["rating"][rated] - labels[F.RATING][rated]
+    return {
+        "click_auc": auc(labels[F.CLICK][mask], predictions["click"][mask]),
+        "like_auc": auc(labels[F.LIKE][mask], predictions["like"][mask]),
+        "watch_time_log1p_mse": float(np.mean(watch_error**2)),
+        "rating_mse": float(np.mean(rating_error**2)) if rated.any() else None,
+        "examples": int(mask.sum()),
+    }
+
+
+def rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- arms
+
+
+def tower_inputs(model, features: dict, batch: int = 8192) -> np.ndarray:
+    import keras
+
+    parts = []
+    n = len(next(iter(features.values())))
+    for start in range(0, n, batch):
+        chunk = {k: v[start : start + batch] for k, v in features.items()}
+        parts.append(keras.ops.convert_to_numpy(model.task_features(chunk, training=False)))
+    return np.concatenate(parts)
+
+
+def submergence(model, eval_set: EvalSet) -> float:
+    """Mean |change| of the tower inputs on new-user rows when the new-user flag is set to 0."""
+    from watchnext.models import features as F
+
+    rows = {k: v[eval_set.new_user] for k, v in eval_set.features.items()}
+    masked = dict(rows)
+    masked[F.USER_IS_NEW] = np.zeros_like(rows[F.USER_IS_NEW])
+    return float(np.mean(np.abs(tower_inputs(model, rows) - tower_inputs(model, masked))))
+
+
+def polarization(model, eval_set: EvalSet) -> list[float]:
+    import keras
+
+    from watchnext.models.layers import gate_polarization
+
+    hidden = model.bottom(model.deep_input(eval_set.features))
+    return [float(v) for v in keras.ops.convert_to_numpy(gate_polarization(model.deep.gates(hidden)))]
+
+
+def spearman_per_device(model, config) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    from watchnext.models import features as F
+    from watchnext.pipeline.data import synthetic
+
+    truth = synthetic.examination_propensity(config)
+    learned = model.bias_tower.bias_table()  # row = position (0 = missing), column = device
+    k = config.slate_size
+    return {
+        device: float(spearmanr(learned[1 : k + 1, d], truth[d, :k]).statistic)
+        for d, device in enumerate(F.DEVICES)
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=300_000, help="synthetic impressions (default: %(default)s)"
+    )
+    parser.add_argument("--epochs", type=float, default=2.0, help="passes over the train split per arm")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for the POSO vs MMoE comparison")
+    parser.add_argument("--data-seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=2, help="Beam DirectRunner workers")
+    parser.add_argument("--work-dir", help="keep the pipeline outputs here (default: a temporary folder)")
+    args = parser.parse_args()
+    logging.getLogger().setLevel(logging.WARNING)
+
+    import tensorflow_transform as tft
+
+    from watchnext.models.ranker import config as C
+    from watchnext.models.ranker.trainer import train_ranker
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ranking_quality_") as scratch:
+        work = Path(args.work_dir or scratch)
+        synthetic_config, logs, pipeline, report = prepare(work, args.rows, args.data_seed, args.workers)
+        prepared_s = time.monotonic() - started
+        root = pipeline.pipeline_root
+        transform_output = tft.TFTransformOutput(
+            newest(os.path.join(root, "Transform", "transform_graph", "*"))
+        )
+        examples = newest(os.path.join(root, "Transform", "transformed_examples", "*"))
+        train_files = os.path.join(examples, "Split-train", "*.gz")
+        eval_set = load_eval_set(root, transform_output, logs.truth_path)
+        train_rows = sum(1 for _ in __import__("tensorflow").data.TFRecordDataset(
+            glob.glob(train_files), compression_type="GZIP"))  # fmt: skip
+        base = C.RankerConfig()
+        steps = max(1, int(args.epochs * train_rows / base.batch_size))
+        log(f"train rows {train_rows}, eval rows {len(eval_set.position)}, {steps} steps per arm")
+
+        arms: dict[str, object] = {}
+        arm_seconds: dict[str, float] = {}
+
+        def arm(name: str, **changes):
+            if name not in arms:
+                arm_started = time.monotonic()
+                arms[name] = train_ranker(dataclasses.replace(base, **changes), transform_output, train_files,
+                                          None, steps, verbose=0)  # fmt: skip
+                arm_seconds[name] = round(time.monotonic() - arm_started, 1)
+                log(f"trained {name} in {arm_seconds[name]} s")
+            return arms[name]
+
+        predictions = {}
+
+        def scored(name: str, **changes):
+            if name not in predictions:
+                predictions[name] = predict(arm(name, **changes), eval_set.features)
+            return predictions[name]
+
+        e = eval_set
+        result: dict[str, object] = {}
+        position_arms = {
+            "bias_tower": {}, "position_feature": {"position_mode": C.POSITION_FEATURE},
+            "no_position": {"position_mode": C.POSITION_NONE},
+        }  # fmt: skip
+        known = ~np.isnan(e.relevant)
+
+        def position_quality(name: str, changes: dict) -> dict:
+            click = scored(name, **changes)["click"]
+            return {
+                "click_auc_randomized_slice": auc(e.labels["click"][e.randomized], click[e.randomized]),
+                "relevance_auc_all_eval": auc(e.relevant[known], click[known]),
+                "randomized_examples": int(e.randomized.sum()),
+            }
+
+        result["a_position_handling"] = {
+            name: position_quality(name, ch) for name, ch in position_arms.items()
+        }
+        best = max(
+            position_arms, key=lambda n: result["a_position_handling"][n]["click_auc_randomized_slice"]
+        )
+        result["a_position_handling"]["best"] = best
+        per_device = spearman_per_device(arm("bias_tower"), synthetic_config)
+        result["b_position_effect_spearman"] = {**per_device, "min": min(per_device.values())}
+        result["c_mmoe_vs_shared_bottom"] = {
+            "mmoe": task_metrics(scored("bias_tower"), e.labels),
+            "shared_bottom": task_metrics(scored("shared_bottom", deep=C.DEEP_SHARED_BOTTOM), e.labels),
+        }
+        cohort_auc: dict[str, dict[str, list]] = {
+            "mmoe": {"new": [], "regular": []},
+            "poso": {"new": [], "regular": []},
+        }
+        for seed in range(1, args.seeds + 1):
+            for kind, deep in (("mmoe", C.DEEP_MMOE), ("poso", C.DEEP_POSO_MMOE)):
+                name = "bias_tower" if kind == "mmoe" and seed == base.seed else f"{kind}_seed{seed}"
+                out = scored(name, deep=deep, seed=seed)
+                cohort_auc[kind]["new"].append(auc(e.labels["click"][e.new_user], out["click"][e.new_user]))
+                cohort_auc[kind]["regular"].append(
+                    auc(e.labels["click"][e.regular_user], out["click"][e.regular_user])
+                )
+        result["d_poso_vs_mmoe_click_auc"] = {
+            kind: {
+                cohort: {"per_seed": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
+                for cohort, values in by_cohort.items()
+            }
+            for kind, by_cohort in cohort_auc.items()
+        }
+        result["d_poso_vs_mmoe_click_auc"]["new_user_examples"] = int(e.new_user.sum())
+        result["d_poso_vs_mmoe_click_auc"]["regular_user_examples"] = int(e.regular_user.sum())
+        result["e_submergence_mean_abs_change"] = {
+            "mmoe": submergence(arm("bias_tower"), e),
+            "poso": submergence(arm(f"poso_seed{base.seed}", deep=C.DEEP_POSO_MMOE, seed=base.seed), e),
+        }
+        result["f_gate_polarization_share_dead_experts"] = {
+            "gate_dropout_0.1": polarization(arm("bias_tower"), e),
+            "gate_dropout_0": polarization(arm("no_gate_dropout", gate_dropout=0.0), e),
+        }
+        result["setup"] = {
+            "rows": args.rows, "train_rows": train_rows, "eval_rows": int(len(e.position)),
+            "steps_per_arm": steps, "batch_size": base.batch_size, "epochs": args.epochs,
+            "pipeline_s": round(prepared_s, 1), "arm_train_s": arm_seconds,
+            "total_s": round(time.monotonic() - started, 1),
+        }  # fmt: skip
+        print(json.dumps(rounded(result), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""MultitaskRanker on transformed features: outputs, position handling, config and save/load."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from watchnext.models import features as F
+from watchnext.models.ranker import config as C
+from watchnext.models.ranker.model import MultitaskRanker
+from watchnext.models.ranker.trainer import compile_ranker, masked_squared_error
+
+VOCABULARY_SIZES = {F.USER_ID: 51, F.ITEM_ID: 31, F.ITEM_GENRES: 6}
+BATCH = 64
+
+
+def transformed_batch(seed: int = 0, with_position: bool = True) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    batch = {
+        F.USER_ID: rng.integers(0, 51, BATCH),
+        F.ITEM_ID: rng.integers(0, 31, BATCH),
+        F.ITEM_GENRE_IDS: rng.integers(0, 6, (BATCH, 3)),
+        F.DEVICE: rng.integers(0, 4, BATCH),
+        F.SURFACE: rng.integers(0, 4, BATCH),
+        F.HOUR_OF_DAY: rng.integers(0, 24, BATCH),
+        F.USER_VIEW_COUNT_BUCKET: rng.integers(0, 8, BATCH),
+        F.ITEM_AGE_BUCKET: rng.integers(0, 7, BATCH),
+        F.USER_IS_NEW: rng.integers(0, 2, BATCH),
+        F.ITEM_IS_NEW: rng.integers(0, 2, BATCH),
+        **{name: rng.normal(size=BATCH).astype("float32") for name in (
+            F.ITEM_DURATION_S, F.USER_HOURS_SINCE_FIRST_SEEN, F.ITEM_EXPOSURE_COUNT, F.USER_VIEW_COUNT)},
+        F.USER_RECENT_CLICK_RATE: rng.uniform(size=BATCH).astype("float32"),
+    }  # fmt: skip
+    if with_position:
+        batch[F.POSITION] = rng.integers(0, 21, BATCH)
+    return batch
+
+
+def labels(seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rating = np.where(rng.uniform(size=BATCH) < 0.3, rng.integers(1, 6, BATCH), 0).astype("float32")
+    return {
+        C.TASK_CLICK: rng.integers(0, 2, BATCH).astype("float32"),
+        C.TASK_LIKE: rng.integers(0, 2, BATCH).astype("float32"),
+        C.TASK_WATCH_TIME: rng.uniform(0, 4, BATCH).astype("float32"),
+        C.TASK_RATING: rating,
+    }
+
+
+@pytest.mark.parametrize("deep", C.DEEP_KINDS)
+@pytest.mark.parametrize("position_mode", C.POSITION_MODES)
+def test_outputs_have_one_value_per_example_and_probabilities_in_range(deep, position_mode):
+    model = MultitaskRanker(C.RankerConfig(deep=deep, position_mode=position_mode), VOCABULARY_SIZES)
+    outputs = model(transformed_batch(), training=False)
+    assert set(outputs) == {*C.TASKS, "score"}
+    for name, value in outputs.items():
+        assert tuple(value.shape) == (BATCH,), name
+    for task in C.BINARY_TASKS:
+        value = keras.ops.convert_to_numpy(outputs[task])
+        assert ((value > 0) & (value < 1)).all()
+
+
+def test_score_is_the_configured_combination_of_task_predictions():
+    config = C.RankerConfig(score_weights=((C.TASK_CLICK, 2.0), (C.TASK_LIKE, -1.0), (C.TASK_RATING, 0.5)))
+    outputs = {k: keras.ops.convert_to_numpy(v) for k, v in MultitaskRanker(config, VOCABULARY_SIZES)(
+        transformed_batch(), training=False).items()}  # fmt: skip
+    expected = 2.0 * outputs[C.TASK_CLICK] - outputs[C.TASK_LIKE] + 0.5 * outputs[C.TASK_RATING]
+    np.testing.assert_allclose(outputs["score"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bias_tower_changes_click_only_in_training_and_never_without_position():
+    model = MultitaskRanker(C.RankerConfig(position_dropout=0.0, gate_dropout=0.0), VOCABULARY_SIZES)
+    with_position = transformed_batch()
+    without_position = transformed_batch(with_position=False)
+    model(with_position)
+    bias = model.bias_tower.logit
+    bias.bias.assign(np.array([3.0], "float32"))  # a large bias makes the difference visible
+
+    def click(inputs, training):
+        return keras.ops.convert_to_numpy(model(inputs, training=training)[C.TASK_CLICK])
+
+    np.testing.assert_array_equal(click(with_position, False), click(without_position, False))
+    np.testing.assert_array_equal(click(without_position, True), click(without_position, False))
+    assert (click(with_position, True) > click(with_position, False)).all()
+
+
+def test_position_feature_mode_scores_a_missing_position_as_the_serving_position():
+    model = MultitaskRanker(
+        C.RankerConfig(position_mode=C.POSITION_FEATURE, serving_position=1), VOCABULARY_SIZES
+    )
+    at_one = transformed_batch()
+    at_one[F.POSITION] = np.ones(BATCH, "int64")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(at_one)["score"]),
+        keras.ops.convert_to_numpy(model(transformed_batch(with_position=False))["score"]),
+        rtol=1e-6,
+    )
+
+
+def test_masked_squared_error_ignores_missing_ratings():
+    y_true = np.array([0.0, 4.0, 0.0, 2.0], "float32")
+    y_pred = np.array([9.0, 3.0, -9.0, 2.0], "float32")
+    assert float(keras.ops.convert_to_numpy(masked_squared_error(y_true, y_pred))) == pytest.approx(0.5)
+
+
+def test_config_round_trip_and_unknown_keys_are_refused():
+    config = C.RankerConfig(deep=C.DEEP_POSO_MMOE, expert_units=(8, 4), loss_weights=((C.TASK_CLICK, 3.0),))
+    assert C.RankerConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown ranker config keys"):
+        C.RankerConfig.from_dict({"deep": "mmoe", "depth": 3})
+    with pytest.raises(ValueError, match="position_mode"):
+        C.RankerConfig(position_mode="sideways")
+
+
+@pytest.mark.parametrize("deep", C.DEEP_KINDS)
+def test_trained_model_saves_and_loads_with_equal_outputs(tmp_path, deep):
+    model = compile_ranker(MultitaskRanker(C.RankerConfig(deep=deep), VOCABULARY_SIZES))
+    model.fit(transformed_batch(), labels(), batch_size=16, epochs=1, verbose=0)
+    path = str(tmp_path / "ranker.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config()["config"] == model.get_config()["config"]
+    batch = transformed_batch(seed=5)
+    for name, value in model(batch).items():
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(loaded(batch)[name]), keras.ops.convert_to_numpy(value), rtol=1e-6
+        )
