@@ -194,6 +194,29 @@ def test_split_config_is_respected():
     assert isinstance(config, example_gen_pb2.Output)
 
 
+def test_requests_stay_whole_users_span_both_splits_and_rows_without_request_split_alone():
+    from watchnext.components.log_example_gen.transforms import SplitByHash
+
+    split = SplitByHash(default_output_config())
+    rows = [
+        {"user_id": [f"u{r % 5}"], "request_id": [f"r{r}"], "position": [p]}
+        for r in range(300)
+        for p in range(3)
+    ]
+    by_request: dict[str, set[int]] = {}
+    by_user: dict[str, set[int]] = {}
+    for row in rows:
+        index = split(row, 2)
+        by_request.setdefault(row["request_id"][0], set()).add(index)
+        by_user.setdefault(row["user_id"][0], set()).add(index)
+    assert all(len(indices) == 1 for indices in by_request.values())
+    assert all(indices == {0, 1} for indices in by_user.values())
+    train_share = sum(1 for r in rows if split(r, 2) == 0) / len(rows)
+    assert 0.55 < train_share < 0.78
+    no_request = [{"user_id": ["u1"], "timestamp": [t]} for t in range(200)]
+    assert {split(row, 2) for row in no_request} == {0, 1}
+
+
 @pytest.mark.parametrize("chunk_bytes", [7, 64, 1 << 20])
 def test_chunks_keep_every_line_and_its_number(tmp_path, chunk_bytes):
     from watchnext.components.log_example_gen.transforms import plan_chunks, read_chunk

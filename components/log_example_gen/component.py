@@ -39,14 +39,19 @@ class RejectedRows(types.Artifact):
 
 
 def default_output_config() -> example_gen_pb2.Output:
-    """Two thirds of the users train, one third evaluate (split by user id)."""
+    """Two thirds of the feed requests train, one third evaluate (split by request id).
+
+    A request's impressions stay together, and a user appears in both splits,
+    as a model is evaluated on held-out requests of the users it serves. Rows
+    without a request id (MovieLens) are split one by one.
+    """
     return example_gen_pb2.Output(
         split_config=example_gen_pb2.SplitConfig(
             splits=[
                 example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=2),
                 example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
             ],
-            partition_feature_name=features.USER_ID,
+            partition_feature_name=features.REQUEST_ID,
         )
     )
 

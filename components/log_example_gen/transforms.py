@@ -122,7 +122,10 @@ class SplitByHash:
         self.total = total
 
     def __call__(self, row: ParsedRow, num_partitions: int) -> int:
-        key = repr(row[self.feature][0]) if self.feature else repr(sorted(row.items()))
+        if self.feature and self.feature in row:
+            key = repr(row[self.feature][0])
+        else:  # no partition feature (or this row lacks it): the whole row decides
+            key = repr(sorted(row.items()))
         bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % self.total
         return next(index for index, bound in enumerate(self.bounds) if bucket < bound)
 
