@@ -15,8 +15,19 @@ from watchnext.components.feature_gen.point_in_time import FeatureGenConfig
 from watchnext.components.sequence_gen.sequences import DEFAULT_MAX_LEN
 
 DEFAULT_PIPELINE_NAME = "watchnext"
+# setup.py of this package: remote Beam workers build and install it from there.
+SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
 DEFAULT_OUTPUT_DIR = "watchnext-output"
 RANKER_MODEL_NAME = "ranker"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """When a trained model is blessed (pipeline/evaluation.py): both thresholds must hold."""
+
+    min_click_auc: float = 0.6  # value threshold on the eval split
+    max_click_auc_drop: float = 0.01  # tolerance vs the last blessed model
+    split: str = "eval"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +46,16 @@ class PipelineConfig:
     enable_cache: bool = True
     beam_direct_running_mode: str = "multi_processing"
     beam_workers: int = 2
+    # "DirectRunner" here; "DataflowRunner", "FlinkRunner", "SparkRunner" or
+    # "PortableRunner" at scale, with their options in beam_extra_args (project,
+    # region, temp_location, flink_master, ...). Remote runners get
+    # --setup_file so their workers install this package.
+    beam_runner: str = "DirectRunner"
+    beam_extra_args: tuple[str, ...] = ()
+    beam_setup_file: str = SETUP_FILE
     # RankerConfig fields (models/ranker/config.py) that differ from its defaults.
     ranker: dict = dataclasses.field(default_factory=dict)
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @property
     def pipeline_root(self) -> str:
@@ -51,8 +70,20 @@ class PipelineConfig:
 
     @property
     def beam_pipeline_args(self) -> list[str]:
-        return [
-            "--runner=DirectRunner",
-            f"--direct_running_mode={self.beam_direct_running_mode}",
-            f"--direct_num_workers={self.beam_workers}",
-        ]
+        if self.beam_runner == "DirectRunner":
+            local = [
+                f"--direct_running_mode={self.beam_direct_running_mode}",
+                f"--direct_num_workers={self.beam_workers}",
+            ]
+        else:
+            local = [f"--setup_file={self.beam_setup_file}"]
+        return [f"--runner={self.beam_runner}", *local, *self.beam_extra_args]
+
+
+def is_remote(path: str) -> bool:
+    """gs://, s3://, hdfs://, ... paths are used as given; local ones are made absolute."""
+    return "://" in path
+
+
+def absolute(path: str) -> str:
+    return path if is_remote(path) else os.path.abspath(path)

@@ -16,6 +16,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from watchnext.components.log_example_gen import RejectedRows
 from watchnext.pipeline.configs import PipelineConfig
 from watchnext.pipeline.pipeline import create_pipeline
 
@@ -115,7 +116,7 @@ def collect_report(config: PipelineConfig, wall_seconds: float) -> RunReport:
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
         state = _STATE_NAMES.get(execution.last_known_state, "?")
         components.append(ComponentRun(_component_name(store, execution), state, seconds))
-    rejects = store.get_artifacts_by_type("WatchnextRejectedRows")
+    rejects = store.get_artifacts_by_type(RejectedRows.TYPE_NAME)
     rejected_rows = rejects_uri = None
     if rejects:
         newest = max(rejects, key=lambda a: a.create_time_since_epoch)

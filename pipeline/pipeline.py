@@ -2,7 +2,8 @@
 
 LogExampleGen ─► FeatureGen ─► StatisticsGen ─► ExampleValidator ◄─ ImportSchemaGen(impressions)
       │              └───────► Transform ◄─────────────────────────────────────┘
-      │                           └─► Trainer(multitask ranker) ─► Pusher(<out>/serving/ranker)
+      │                           └─► Trainer(ranker) ─► Evaluator(TFMA, vs last blessed)
+      │                                                └─► AtomicPusher(<out>/serving/ranker) if blessed
       └────────► SequenceGen ─► StatisticsGen ─► ExampleValidator ◄─ ImportSchemaGen(retrieval_sequences)
 """
 
@@ -13,10 +14,12 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 
+from watchnext.components.atomic_pusher import AtomicPusher
 from watchnext.components.feature_gen import FeatureGen
 from watchnext.components.log_example_gen import LogExampleGen
 from watchnext.components.sequence_gen import SequenceGen
-from watchnext.pipeline.configs import RANKER_MODEL_NAME, PipelineConfig
+from watchnext.pipeline.configs import RANKER_MODEL_NAME, PipelineConfig, absolute
+from watchnext.pipeline.evaluation import ranker_eval_config
 from watchnext.schemas import IMPRESSIONS_SCHEMA, RETRIEVAL_SEQUENCES_SCHEMA
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -40,9 +43,10 @@ def validated_statistics(name: str, examples, schema_file: Path) -> list:
     return [statistics, schema, validator]
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.dsl.Pipeline:
+    """The whole DAG; `local_metadata=False` for orchestrators that bring their own MLMD (Kubeflow)."""
     example_gen = LogExampleGen(
-        input_base=str(Path(config.data_dir).resolve()),
+        input_base=absolute(config.data_dir),
         input_pattern=config.input_pattern,
         max_rejected_fraction=config.max_rejected_fraction,
     )
@@ -70,11 +74,24 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             "code_version": source_fingerprint(MODELS_DIR),
         },
     ).with_id("Trainer.ranker")
-    pusher = tfx.components.Pusher(
+    last_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("LastBlessed.ranker")
+    evaluator = tfx.components.Evaluator(
+        examples=feature_gen.outputs["impressions"],
         model=trainer.outputs["model"],
+        baseline_model=last_blessed.outputs["model"],
+        eval_config=ranker_eval_config(config.evaluation),
+        example_splits=[config.evaluation.split],
+    ).with_id("Evaluator.ranker")
+    pusher = AtomicPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=str(Path(config.serving_dir(RANKER_MODEL_NAME)).resolve())
+                base_directory=absolute(config.serving_dir(RANKER_MODEL_NAME))
             )
         ),
     ).with_id("Pusher.ranker")
@@ -86,15 +103,20 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         *sequences_checks,
         transform,
         trainer,
+        last_blessed,
+        evaluator,
         pusher,
     ]
+    metadata = None
+    if local_metadata:
+        metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            absolute(config.metadata_path)
+        )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
-        pipeline_root=str(Path(config.pipeline_root).resolve()),
+        pipeline_root=absolute(config.pipeline_root),
         components=components,
         enable_cache=config.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(Path(config.metadata_path).resolve())
-        ),
+        metadata_connection_config=metadata,
         beam_pipeline_args=config.beam_pipeline_args,
     )

@@ -35,7 +35,7 @@ DEFAULT_INPUT_PATTERN = "*.csv"
 class RejectedRows(types.Artifact):
     """Raw-log rows set aside by LogExampleGen, each with its file, line and reason."""
 
-    TYPE_NAME = "WatchnextRejectedRows"
+    TYPE_NAME = "watchnext.RejectedRows"  # "<namespace>.<Name>": the form Kubeflow V2 accepts
 
 
 def default_output_config() -> example_gen_pb2.Output:
@@ -59,9 +59,16 @@ def default_output_config() -> example_gen_pb2.Output:
 def fingerprint_inputs(input_base: str, input_pattern: str) -> str:
     """Names, sizes and modification times of the input files, hashed.
 
-    An exec property, so that MLMD's cache is reused only while the files are unchanged.
+    An exec property, so that MLMD's cache is reused only while the files are
+    unchanged. Remote inputs (gs://, s3://, ...) are not listed when the
+    pipeline is built (compiling for Kubeflow must not need the bucket): there
+    the cache keys on the path, so give each new batch of logs its own path
+    (e.g. a date folder) or disable caching.
     """
     import tensorflow as tf
+
+    if "://" in input_base:
+        return f"remote input {input_base}, not listed at compile time"
 
     paths = sorted(tf.io.gfile.glob(os.path.join(input_base, input_pattern)))
     digest = hashlib.sha256()

@@ -1,0 +1,67 @@
+"""TFMA evaluation of the ranker: slices, metrics and the blessing rule, from one config.
+
+Slices: overall, user cohort (new / light / regular), new-item flag, device.
+Metrics (TFMA-native, so they work with a Keras 3 SavedModel): AUC,
+calibration, mean label / prediction and example count per binary task
+(click, like); mean squared error per regression task (watch time).
+
+Blessing: the click AUC must reach `min_click_auc` (value threshold) and
+must not fall more than `max_click_auc_drop` below the last blessed model's
+(change threshold; the first model has no baseline and needs only the value).
+
+Example:
+    eval_config = ranker_eval_config(EvaluationConfig(min_click_auc=0.6))
+"""
+
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+
+from watchnext.models import features as F
+from watchnext.pipeline.configs import EvaluationConfig
+
+SIGNATURE = "serving_default"
+BINARY_OUTPUTS = {"click_probability": F.CLICK, "like_probability": F.LIKE}
+REGRESSION_OUTPUTS = {"watch_time_s": F.WATCH_TIME_S}
+SLICE_FEATURES = (F.USER_COHORT, F.ITEM_IS_NEW, F.DEVICE)
+
+
+def _binary_metrics() -> list[tfma.MetricConfig]:
+    return [
+        tfma.MetricConfig(class_name=name)
+        for name in ("ExampleCount", "AUC", "Calibration", "MeanLabel", "MeanPrediction")
+    ]
+
+
+def ranker_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
+    outputs = {**BINARY_OUTPUTS, **REGRESSION_OUTPUTS}
+    click_auc_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_click_auc}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -config.max_click_auc_drop},
+        ),
+    )
+    metrics_specs = [
+        tfma.MetricsSpec(
+            output_names=["click_probability"],
+            metrics=_binary_metrics(),
+            thresholds={"auc": click_auc_threshold},
+        ),
+        tfma.MetricsSpec(output_names=["like_probability"], metrics=_binary_metrics()),
+        tfma.MetricsSpec(
+            output_names=list(REGRESSION_OUTPUTS),
+            metrics=[tfma.MetricConfig(class_name=n) for n in ("ExampleCount", "MeanSquaredError")],
+        ),
+    ]
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=SIGNATURE,
+                label_keys=outputs,
+                prediction_keys={name: name for name in outputs},
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec(), *(tfma.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES)],
+        metrics_specs=metrics_specs,
+    )
