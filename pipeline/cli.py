@@ -1,8 +1,11 @@
 """The `watchnext` command line.
 
-watchnext run                      synthetic logs -> TFX pipeline -> pushed model
-watchnext run --logs DIR           the same on your raw-log CSV files
-watchnext generate --out DIR       write synthetic logs (+ ground truth)
+watchnext run                          synthetic logs -> TFX pipeline -> evaluated, pushed models
+watchnext run --data logs DIR          the same on your raw-log CSV files (or --logs DIR)
+watchnext run --data movielens ML_DIR  the same on MovieLens .dat files
+watchnext run --runner kubeflow --image IMAGE --out gs://...   write the Kubeflow V2 pipeline JSON
+watchnext eval-report [RUN_DIR]        the TFMA slice table of the run's evaluation
+watchnext generate --out DIR           write synthetic logs (+ ground truth)
 watchnext convert-movielens ML_DIR --out DIR   MovieLens-1M -> raw-log CSV
 """
 
@@ -18,7 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-from watchnext.pipeline.configs import DEFAULT_OUTPUT_DIR, PipelineConfig
+from watchnext.pipeline.configs import (
+    DEFAULT_OUTPUT_DIR,
+    EvaluationConfig,
+    PipelineConfig,
+    absolute,
+    is_remote,
+)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -57,26 +66,75 @@ def ensure_synthetic_logs(args: argparse.Namespace, out_dir: Path) -> Path:
     return data_dir
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from watchnext.pipeline import local_runner
+def data_source(args: argparse.Namespace, out_dir: Path) -> tuple[str, str]:
+    """(data_dir, input_pattern) for --data / --logs; generates or converts data when needed."""
     from watchnext.pipeline.data import synthetic
 
-    out_dir = Path(args.out).resolve()
-    if args.logs:
-        data_dir, input_pattern = Path(args.logs).resolve(), args.input_pattern
-    else:
-        data_dir, input_pattern = ensure_synthetic_logs(args, out_dir), synthetic.LOGS_FILE
-    config = PipelineConfig(
-        data_dir=str(data_dir),
+    kind, *rest = args.data or (["logs", args.logs] if args.logs else ["synthetic"])
+    if kind == "synthetic" and not rest:
+        return str(ensure_synthetic_logs(args, out_dir)), synthetic.LOGS_FILE
+    if kind == "logs" and len(rest) == 1:
+        return absolute(rest[0]), args.input_pattern
+    if kind == "movielens" and len(rest) == 1:
+        return str(ensure_movielens_logs(Path(rest[0]), out_dir)), "logs.csv"
+    raise ValueError(
+        f"--data takes 'synthetic', 'movielens PATH' or 'logs PATH', not {' '.join(args.data)!r}"
+    )
+
+
+def ensure_movielens_logs(movielens_dir: Path, out_dir: Path) -> Path:
+    """Converts MovieLens .dat files to raw-log CSV once per source folder."""
+    from watchnext.pipeline.data import movielens
+
+    source = movielens_dir.resolve()
+    target = out_dir / "data" / f"movielens-{hashlib.sha256(str(source).encode()).hexdigest()[:10]}"
+    if not (target / "logs.csv").exists():
+        logging.info("%s", movielens.convert_movielens_dir(source, target / "logs.csv").summary())
+    return target
+
+
+def pipeline_config(args: argparse.Namespace, out_dir: str) -> PipelineConfig:
+    data_dir, input_pattern = data_source(args, Path(out_dir))
+    return PipelineConfig(
+        data_dir=data_dir,
         input_pattern=input_pattern,
-        output_dir=str(out_dir),
+        output_dir=out_dir,
         train_steps=args.train_steps,
         enable_cache=not args.no_cache,
         beam_direct_running_mode=args.beam_mode,
         beam_workers=args.workers,
+        beam_runner=args.beam_runner,
+        beam_extra_args=tuple(args.beam_arg or ()),
+        evaluation=EvaluationConfig(
+            min_click_auc=args.min_click_auc, max_click_auc_drop=args.max_click_auc_drop
+        ),
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.runner == "kubeflow":
+        from watchnext.pipeline import kubeflow_v2_runner
+
+        if not args.image:
+            raise ValueError(
+                "--runner kubeflow needs --image (a container image with this package installed)"
+            )
+        config = pipeline_config(args, args.out if is_remote(args.out) else absolute(args.out))
+        path = kubeflow_v2_runner.compile_pipeline(config, args.image, args.kubeflow_output)
+        print(f"Kubeflow V2 pipeline written to {path}; submit it with kfp or Vertex AI Pipelines")
+        return 0
+    from watchnext.pipeline import local_runner
+
+    config = pipeline_config(args, absolute(args.out))
     report = local_runner.run(config)
     print(report.format())
+    return 0
+
+
+def cmd_eval_report(args: argparse.Namespace) -> int:
+    from watchnext.pipeline.eval_report import report
+
+    print(report(args.run_dir))
     return 0
 
 
@@ -107,8 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show TFX's and Beam's own logs")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the TFX pipeline end to end (LocalDagRunner)")
-    run.add_argument("--logs", metavar="DIR", help="raw-log CSV files (default: generate synthetic logs)")
+    run = commands.add_parser(
+        "run", help="run the TFX pipeline end to end (LocalDagRunner), or compile it for Kubeflow"
+    )
+    run.add_argument(
+        "--data",
+        nargs="+",
+        metavar="KIND [PATH]",
+        help="'synthetic' (default), 'movielens ML_DIR' (.dat files) or 'logs DIR' (raw-log CSV files)",
+    )
+    run.add_argument("--logs", metavar="DIR", help="same as --data logs DIR")
     run.add_argument(
         "--input-pattern",
         default=PipelineConfig.input_pattern,
@@ -140,7 +206,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="Beam DirectRunner workers (default: %(default)s)",
     )
     run.add_argument("--no-cache", action="store_true", help="rerun every component (no MLMD cache)")
+    run.add_argument(
+        "--min-click-auc",
+        type=float,
+        default=EvaluationConfig.min_click_auc,
+        help="bless (and push) a ranker only if its eval click AUC reaches this (default: %(default)s)",
+    )
+    run.add_argument(
+        "--max-click-auc-drop",
+        type=float,
+        default=EvaluationConfig.max_click_auc_drop,
+        help="... and it is at most this much below the last blessed ranker's (default: %(default)s)",
+    )
+    run.add_argument(
+        "--runner",
+        choices=["local", "kubeflow"],
+        default="local",
+        help="local: run here (LocalDagRunner); kubeflow: write the Kubeflow V2 pipeline JSON",
+    )
+    run.add_argument("--image", help="--runner kubeflow: container image holding this package")
+    run.add_argument(
+        "--kubeflow-output",
+        default="watchnext_pipeline.json",
+        help="--runner kubeflow: where to write the pipeline JSON (default: %(default)s)",
+    )
+    run.add_argument(
+        "--beam-runner",
+        default=PipelineConfig.beam_runner,
+        help="Beam runner of the Beam components: DirectRunner (default), DataflowRunner, FlinkRunner, ...",
+    )
+    run.add_argument(
+        "--beam-arg",
+        action="append",
+        metavar="ARG",
+        help="extra Beam pipeline option, repeatable (e.g. --beam-arg=--project=P --beam-arg=--region=R)",
+    )
     run.set_defaults(handler=cmd_run)
+
+    report = commands.add_parser("eval-report", help="print the TFMA slice table of a run's evaluation")
+    report.add_argument("run_dir", nargs="?", default=DEFAULT_OUTPUT_DIR, help="the run's --out directory")
+    report.set_defaults(handler=cmd_eval_report)
 
     generate = commands.add_parser("generate", help="write synthetic raw logs and their ground truth")
     generate.add_argument("--out", required=True, help="output directory")

@@ -55,6 +55,8 @@ class PipelineConfig:
     beam_setup_file: str = SETUP_FILE
     # RankerConfig fields (models/ranker/config.py) that differ from its defaults.
     ranker: dict = dataclasses.field(default_factory=dict)
+    # The ranker's Trainer module: any importable `run_fn(fn_args)` with the same exports.
+    ranker_run_fn: str = "watchnext.models.ranker.trainer.run_fn"
     evaluation: EvaluationConfig = EvaluationConfig()
 
     @property

@@ -64,7 +64,7 @@ def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.
         preprocessing_fn="watchnext.models.ranker.preprocessing.preprocessing_fn",
     )
     trainer = tfx.components.Trainer(
-        run_fn="watchnext.models.ranker.trainer.run_fn",
+        run_fn=config.ranker_run_fn,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),

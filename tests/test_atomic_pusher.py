@@ -47,12 +47,13 @@ def test_a_failed_copy_leaves_no_version_and_no_staging(tmp_path, monkeypatch):
 def run_executor(tmp_path, blessed: bool):
     model = standard_artifacts.Model()
     model.uri = str(tmp_path / "trainer")
-    fake_saved_model(os.path.join(model.uri, "Format-Serving"))
+    if not os.path.exists(model.uri):
+        fake_saved_model(os.path.join(model.uri, "Format-Serving"))
     blessing = standard_artifacts.ModelBlessing()
     blessing.uri = str(tmp_path / "blessing")
     blessing.set_int_custom_property("blessed", int(blessed))
     pushed = standard_artifacts.PushedModel()
-    pushed.uri = str(tmp_path / "pushed")
+    pushed.uri = str(tmp_path / "pushed" / str(len(os.listdir(tmp_path))))
     destination = pusher_pb2.PushDestination(
         filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=str(tmp_path / "serving"))
     )
@@ -69,6 +70,22 @@ def test_executor_pushes_a_blessed_model(tmp_path):
     assert pushed.get_int_custom_property("pushed") == 1
     version = pushed.get_string_custom_property("pushed_version")
     assert os.listdir(tmp_path / "serving") == [version]
+
+
+def test_the_same_model_is_not_pushed_twice_but_a_changed_one_is(tmp_path):
+    first = run_executor(tmp_path, blessed=True)
+    again = run_executor(tmp_path, blessed=True)
+    assert os.listdir(tmp_path / "serving") == [first.get_string_custom_property("pushed_version")]
+    assert again.get_string_custom_property("pushed_version") == first.get_string_custom_property(
+        "pushed_version"
+    )
+    with open(tmp_path / "trainer" / "Format-Serving" / "fingerprint.pb", "w") as handle:
+        handle.write("retrained")
+    changed = run_executor(tmp_path, blessed=True)
+    assert len(os.listdir(tmp_path / "serving")) == 2
+    assert int(changed.get_string_custom_property("pushed_version")) > int(
+        first.get_string_custom_property("pushed_version")
+    )
 
 
 def test_executor_does_not_push_an_unblessed_model(tmp_path):

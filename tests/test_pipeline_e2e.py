@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import io
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +21,10 @@ from watchnext.pipeline import cli
 from watchnext.pipeline.configs import RANKER_MODEL_NAME
 from watchnext.pipeline.data import synthetic
 
-RUN_ARGS = ["--rows", "3000", "--train-steps", "20", "--beam-mode", "in_memory", "--workers", "1"]
+RUN_ARGS = [
+    "--rows", "6000", "--train-steps", "60", "--beam-mode", "in_memory", "--workers", "1",
+    "--min-click-auc", "0.55",
+]  # fmt: skip
 
 
 def pushed_version_dirs(out_dir) -> list[str]:
@@ -60,17 +70,62 @@ def load_pushed_ranker(out_dir):
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def first_run_and_output(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("run")
-    assert cli.main(["run", "--out", str(out_dir), *RUN_ARGS]) == 0
-    return out_dir
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert cli.main(["run", "--out", str(out_dir), *RUN_ARGS]) == 0
+    return out_dir, capture.getvalue()
 
 
-def test_run_validates_impressions_and_sequences_against_their_schemas(first_run, capsys):
-    assert cli.main(["run", "--out", str(first_run), *RUN_ARGS]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def first_run(first_run_and_output):
+    return first_run_and_output[0]
+
+
+def component_states(printed: str) -> dict[str, str]:
+    rows = [line.split() for line in printed.splitlines()]
+    return {row[0]: row[1] for row in rows if row[1:2] in (["ran"], ["cached"], ["FAILED"])}
+
+
+def test_run_validates_impressions_and_sequences_against_their_schemas(first_run_and_output):
+    _, printed = first_run_and_output
     for validator in ("ExampleValidator.impressions", "ExampleValidator.retrieval_sequences"):
         assert f"{validator}: no anomalies" in printed, printed
+
+
+def test_every_component_ran_and_left_its_artifacts(first_run_and_output):
+    out_dir, printed = first_run_and_output
+    states = component_states(printed)
+    expected = {
+        "LogExampleGen", "FeatureGen", "SequenceGen", "Transform", "Trainer.ranker", "Evaluator.ranker",
+        "Pusher.ranker", "StatisticsGen.impressions", "ExampleValidator.impressions",
+    }  # fmt: skip
+    assert expected <= set(states), printed
+    assert all(state == "ran" for state in states.values()), printed
+    outputs = {
+        "FeatureGen": "impressions", "SequenceGen": "retrieval_sequences", "Transform": "transform_graph",
+        "Trainer.ranker": "model", "Evaluator.ranker": "evaluation", "Pusher.ranker": "pushed_model",
+    }  # fmt: skip
+    for component, output in outputs.items():
+        found = glob.glob(os.path.join(out_dir, "tfx", component, output, "*", "*"))
+        assert found, f"{component}.{output} is empty"
+
+
+def test_evaluation_has_a_row_per_cohort_slice_and_blesses_the_ranker(first_run, capsys):
+    from watchnext.pipeline import eval_report
+
+    evaluation = glob.glob(os.path.join(first_run, "tfx", "Evaluator.ranker", "evaluation", "*"))[0]
+    rows = {row.name: row.values for row in eval_report.slice_rows(evaluation)}
+    cohorts = {f"{features.USER_COHORT}={cohort}" for cohort in features.USER_COHORTS}
+    assert {"overall", *cohorts} <= set(rows), sorted(rows)
+    assert any(name.startswith(f"{features.DEVICE}=") for name in rows)
+    assert rows["overall"]["click AUC"] >= 0.55
+    assert sum(rows[c]["examples"] for c in cohorts) == rows["overall"]["examples"]
+    assert eval_report.blessing(str(first_run), "Evaluator.ranker") == "BLESSED"
+    assert cli.main(["eval-report", str(first_run)]) == 0
+    printed = capsys.readouterr().out
+    assert "ranker: BLESSED" in printed and f"{features.USER_COHORT}=new" in printed, printed
 
 
 def test_run_pushes_a_ranker_that_loads_and_scores(first_run):
@@ -125,14 +180,43 @@ def test_predict_signature_takes_raw_features_and_matches_serving_default(first_
     np.testing.assert_allclose(from_features, from_examples, rtol=1e-6)
 
 
-def test_second_run_reuses_every_component_from_the_cache(first_run, capsys):
+def test_second_run_reuses_every_component_and_pushes_nothing_new(first_run, capsys):
     capsys.readouterr()
     assert cli.main(["run", "--out", str(first_run), *RUN_ARGS]) == 0
-    printed = capsys.readouterr().out
-    table = [line.split() for line in printed.splitlines() if line.split()[1:2] in (["ran"], ["cached"])]
-    assert len(table) == 12, printed
-    assert all(state == "cached" for _, state, _ in table), printed
-    assert len(pushed_version_dirs(first_run)) == 1, "a cached run must not push again"
+    states = component_states(capsys.readouterr().out)
+    # The Evaluator runs again: its baseline is now the (same) model blessed by the first run.
+    reevaluated = {"Evaluator.ranker", "Pusher.ranker"}
+    assert all(state == "cached" for name, state in states.items() if name not in reevaluated), states
+    assert len(pushed_version_dirs(first_run)) == 1, "the same model must not be pushed twice"
+
+
+def test_a_broken_model_is_neither_blessed_nor_pushed(first_run):
+    from watchnext.pipeline import local_runner
+    from watchnext.pipeline.configs import EvaluationConfig, PipelineConfig
+
+    data_dir = glob.glob(os.path.join(first_run, "data", "synthetic-*"))[0]
+    config = PipelineConfig(
+        data_dir=data_dir,
+        input_pattern=synthetic.LOGS_FILE,
+        output_dir=str(first_run),
+        train_steps=60,
+        beam_direct_running_mode="in_memory",
+        beam_workers=1,
+        ranker_run_fn="broken_ranker.run_fn",
+        evaluation=EvaluationConfig(min_click_auc=0.55),
+    )
+    before = pushed_version_dirs(first_run)
+    report = local_runner.run(config)
+    states = {c.component: c.state for c in report.components}
+    assert states["Trainer.ranker"] == "ran" and states["Evaluator.ranker"] == "ran", states
+    assert eval_report_blessing(first_run) == "NOT BLESSED"
+    assert pushed_version_dirs(first_run) == before
+
+
+def eval_report_blessing(run_dir) -> str:
+    from watchnext.pipeline import eval_report
+
+    return eval_report.blessing(str(run_dir), "Evaluator.ranker")
 
 
 def test_malformed_rows_are_counted_reported_and_kept(tmp_path, capsys):
@@ -143,7 +227,8 @@ def test_malformed_rows_are_counted_reported_and_kept(tmp_path, capsys):
     out_dir = tmp_path / "out"
 
     args = ["run", "--logs", str(tmp_path / "logs"), "--input-pattern", synthetic.LOGS_FILE]
-    assert cli.main([*args, "--out", str(out_dir), *RUN_ARGS]) == 0
+    # Quality is not the point here (2,000 rows): bless whatever trains.
+    assert cli.main([*args, "--out", str(out_dir), *RUN_ARGS, "--min-click-auc", "0"]) == 0
 
     printed = capsys.readouterr().out
     assert "rejected raw rows: 2" in printed
@@ -162,7 +247,7 @@ def test_help_lists_the_commands(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     printed = capsys.readouterr().out
-    for command in ("run", "generate", "convert-movielens"):
+    for command in ("run", "eval-report", "generate", "convert-movielens"):
         assert command in printed
 
 
@@ -175,3 +260,32 @@ def test_unusable_header_fails_the_run_with_a_message_naming_the_file(tmp_path, 
 
     assert exit_code == 1
     assert "day1.csv: line 1 (header): required column(s) missing" in capsys.readouterr().err
+
+
+def test_a_killed_run_resumes_from_the_cache_and_finishes(tmp_path):
+    out_dir = tmp_path / "out"
+    entry = "import sys; from watchnext.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", entry, "run", "--out", str(out_dir), *RUN_ARGS]
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    transform_started = out_dir / "tfx" / "Transform"
+    deadline = time.monotonic() + 900
+    while not transform_started.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not pushed_version_dirs(out_dir)
+    impressions = sorted(glob.glob(os.path.join(out_dir, "tfx", "FeatureGen", "impressions", "*")))
+
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert cli.main(["run", "--out", str(out_dir), *RUN_ARGS]) == 0
+    states = component_states(capture.getvalue())
+    for finished in ("LogExampleGen", "FeatureGen", "SequenceGen"):
+        assert states[finished] == "cached", capture.getvalue()
+    for unfinished in ("Transform", "Trainer.ranker", "Evaluator.ranker", "Pusher.ranker"):
+        assert states[unfinished] == "ran", capture.getvalue()
+    assert sorted(glob.glob(os.path.join(out_dir, "tfx", "FeatureGen", "impressions", "*"))) == impressions
+    assert len(pushed_version_dirs(out_dir)) == 1

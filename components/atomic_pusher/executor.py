@@ -6,6 +6,10 @@ under the base directory and ignores others, so the copy goes to a hidden
 when complete; a rename within one filesystem is atomic. Versions are
 increasing integers: the current Unix time, or the last version + 1 if that
 is not larger (two pushes in one second).
+
+A model identical to the newest pushed version (same SavedModel
+`fingerprint.pb`) is not pushed again: re-running a pipeline whose Trainer
+was cached re-blesses the same model, and a server needs no new version.
 """
 
 from __future__ import annotations
@@ -36,6 +40,24 @@ def existing_versions(base_directory: str) -> list[int]:
 def next_version(base_directory: str, clock: Callable[[], float] = time.time) -> int:
     versions = existing_versions(base_directory)
     return max(int(clock()), versions[-1] + 1 if versions else 0)
+
+
+FINGERPRINT_FILE = "fingerprint.pb"
+
+
+def _fingerprint(model_path: str) -> bytes | None:
+    path = os.path.join(model_path, FINGERPRINT_FILE)
+    return io_utils.read_bytes_file(path) if fileio.exists(path) else None
+
+
+def already_pushed(model_path: str, base_directory: str) -> str | None:
+    """The newest version if it holds the same SavedModel (by fingerprint), else None."""
+    versions = existing_versions(base_directory)
+    fingerprint = _fingerprint(model_path)
+    if not versions or fingerprint is None:
+        return None
+    newest = str(versions[-1])
+    return newest if _fingerprint(os.path.join(base_directory, newest)) == fingerprint else None
 
 
 def push_atomically(model_path: str, base_directory: str, clock: Callable[[], float] = time.time) -> str:
@@ -75,7 +97,11 @@ class Executor(pusher_executor.Executor):
             raise NotImplementedError("AtomicPusher pushes to a filesystem destination only")
         model_path = self.GetModelPath(input_dict)
         base = destination.filesystem.base_directory
-        version = push_atomically(model_path, base)
+        version = already_pushed(model_path, base)
+        if version is not None:
+            logging.info("AtomicPusher: %s already serves this model (version %s)", base, version)
+        else:
+            version = push_atomically(model_path, base)
         serving_path = os.path.join(base, version)
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)

@@ -1,0 +1,360 @@
+"""MovieLens-1M retrieval quality of SASRec, HSTU and HSTU-large (public HSTU protocol); prints JSON.
+
+Protocol (methods.md section 3; meta-recsys/generative-recommenders configs of 2024-04):
+per-user sequences in time order, max length 200, leave-one-out (train on each sequence minus
+its last item with next-item prediction at every position; test: the most recent 200 items
+before the last one -> the last item), full ranking over all items without excluding seen ones,
+HR@K and NDCG@K for K = 10, 50, 200. Model: item embedding 50, dropout 0.2, L2-normalized user
+and item vectors, sampled softmax with 128 uniform random negatives per position, temperature
+0.05, accidental hits removed, Adam lr 1e-3 (betas 0.9, 0.98), batch 128, 101 epochs. Configs:
+SASRec (2 blocks, 1 head, ffn 50), HSTU (2 blocks, 1 head, dqk = dv = 50), HSTU-large (8 blocks,
+2 heads, dqk = dv = 25). See models/hstu/retrieval.py for the loss and metric definitions.
+
+Data: --data, else ../shared/data/ml-1m-sasrec/ml-1m.txt (SASRec preprocessing: 6,040 users,
+3,416 items with >= 5 ratings, the file order is the time order) if present, else
+../shared/data/ml-1m/ratings*.dat (each user's ratings sorted by (timestamp, movie id)). The
+paper's numbers were produced on the raw ratings.dat (3,706 items); the SASRec file drops rare
+items, so numbers are close but not strictly comparable.
+
+Per config the JSON holds the six metrics, the paper's numbers, training epochs done (training
+stops once --max-minutes-per-config is spent; the model is then evaluated as it is), train steps,
+seconds per step (median, first/compiling step excluded), an estimate of one epoch's time on the
+whole data file (steps of a full epoch x seconds per step), loss history and wall times; then
+the gain of HSTU-large over our SASRec (and the paper's gain). Progress goes to stderr.
+
+Examples:
+    python benchmarks/hstu_ml1m.py                                   # full run (hours on 2 cores)
+    python benchmarks/hstu_ml1m.py --users 300 --epochs 1            # smoke run
+    python benchmarks/hstu_ml1m.py --configs hstu --epochs 101 --max-minutes-per-config 120
+    python benchmarks/hstu_ml1m.py --negative-sharing sequence       # ~2x faster steps on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from watchnext.models.hstu.encoder import CONFIGS
+from watchnext.models.hstu.retrieval import (
+    DEFAULT_KS,
+    NEGATIVE_SHARING,
+    NEGATIVE_SOURCES,
+    RetrievalConfig,
+    SequentialRetrievalModel,
+    evaluate_full_ranking,
+    leave_one_out_split,
+    load_sequences,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_CANDIDATES = [
+    REPO.parent / "shared/data/ml-1m-sasrec/ml-1m.txt",
+    REPO.parent / "shared/data/ml-1m/ratings.dat",
+    REPO.parent / "shared/data/ml-1m/ratings_PARTIAL_first487650lines_users1-2999.dat",
+]
+
+METRIC_NAMES = ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "NDCG@200")
+PAPER = {  # Zhai et al. 2024 (ML-1M; methods.md section 3), METRIC_NAMES order
+    "sasrec": dict(zip(METRIC_NAMES, (0.2853, 0.1603, 0.5474, 0.2185, 0.7528, 0.2498), strict=True)),
+    "hstu": dict(zip(METRIC_NAMES, (0.3097, 0.1720, 0.5754, 0.2307, 0.7716, 0.2606), strict=True)),
+    "hstu_large": dict(zip(METRIC_NAMES, (0.3294, 0.1893, 0.5935, 0.2481, 0.7839, 0.2771), strict=True)),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--configs", default="sasrec,hstu,hstu_large", help=f"comma-separated, of {list(CONFIGS)}"
+    )
+    parser.add_argument("--epochs", type=int, default=101)
+    parser.add_argument(
+        "--max-minutes-per-config",
+        type=float,
+        default=0.0,
+        help="training time budget per config (0 = none); training stops after the step that exceeds it",
+    )
+    parser.add_argument(
+        "--data", default=None, help="ml-1m.txt (user item) or ratings.dat; default: see above"
+    )
+    parser.add_argument("--users", type=int, default=0, help="use only the first N users by id (0 = all)")
+    parser.add_argument("--max-len", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num-negatives", type=int, default=128)
+    parser.add_argument("--negatives", default="random", choices=NEGATIVE_SOURCES)
+    parser.add_argument("--negative-sharing", default="position", choices=NEGATIVE_SHARING)
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--dropout", type=float, default=None, help="override the configs' dropout (0.2)")
+    parser.add_argument("--stochastic-length", action="store_true", help="HSTU Stochastic Length (off)")
+    parser.add_argument("--sl-alpha", type=float, default=1.7)
+    parser.add_argument(
+        "--jit", action=argparse.BooleanOptionalAction, default=True, help="XLA train step (jit_compile=True)"
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=0, help="also evaluate every N epochs (0 = end only)"
+    )
+    parser.add_argument("--eval-batch-size", type=int, default=512)
+    parser.add_argument("--exclude-seen", action="store_true", help="drop history items from the ranking")
+    parser.add_argument(
+        "--log-every-steps", type=int, default=0, help="progress line every N steps (0 = per epoch)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def resolve_data(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    for candidate in DATA_CANDIDATES:
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"no MovieLens-1M file found in {[str(c) for c in DATA_CANDIDATES]}; pass --data")
+
+
+class TrainingMonitor(keras.callbacks.Callback):
+    """Step timing, loss history, progress lines, the time budget and periodic evaluation."""
+
+    def __init__(
+        self,
+        name: str,
+        epochs: int,
+        steps_per_epoch: int,
+        budget_s: float,
+        log_every: int,
+        evaluate: Any = None,
+        eval_every: int = 0,
+    ) -> None:
+        super().__init__()
+        self.name, self.epochs, self.steps_per_epoch = name, epochs, steps_per_epoch
+        self.budget_s, self.log_every = budget_s, log_every
+        self.evaluate, self.eval_every = evaluate, eval_every
+        self.step_times: list[float] = []
+        self.loss_history: list[float] = []
+        self.eval_history: list[dict[str, Any]] = []
+        self.epochs_completed = 0
+        self.steps_in_last_epoch = 0
+        self.stopped_by_budget = False
+        self.train_seconds = 0.0
+        self.eval_seconds = 0.0
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.steps_in_last_epoch = 0
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        self.step_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        loss = float(logs["loss"]) if logs and "loss" in logs else float("nan")  # syncs the step
+        self.step_times.append(time.perf_counter() - self.step_start)
+        self.steps_in_last_epoch += 1
+        total = len(self.step_times)
+        if self.log_every and total % self.log_every == 0:
+            progress(
+                f"[{self.name}] step {total} (epoch {self.epochs_completed + 1}, "
+                f"{self.steps_in_last_epoch}/{self.steps_per_epoch}) loss {loss:.4f} "
+                f"elapsed {self.elapsed():.1f}s step {self.step_times[-1]:.2f}s"
+            )
+        if self.budget_s > 0 and self.elapsed() > self.budget_s and not self.stopped_by_budget:
+            self.stopped_by_budget = True
+            self.model.stop_training = True
+            progress(
+                f"[{self.name}] time budget {self.budget_s / 60:.2f} min spent after {total} steps "
+                f"({self.epochs_completed} full epochs + {self.steps_in_last_epoch}/{self.steps_per_epoch})"
+            )
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.steps_in_last_epoch == self.steps_per_epoch:
+            self.epochs_completed += 1
+        loss = float((logs or {}).get("loss", float("nan")))
+        self.loss_history.append(round(loss, 5))
+        progress(
+            f"[{self.name}] epoch {epoch + 1}/{self.epochs} loss {loss:.4f} elapsed {self.elapsed():.1f}s"
+        )
+        if self.evaluate is not None and self.eval_every and (epoch + 1) % self.eval_every == 0:
+            start = time.perf_counter()
+            metrics = self.evaluate()
+            self.eval_seconds += time.perf_counter() - start
+            self.eval_history.append({"epoch": epoch + 1, **metrics})
+            progress(
+                f"[{self.name}] epoch {epoch + 1} HR@10 {metrics['HR@10']:.4f} "
+                f"NDCG@10 {metrics['NDCG@10']:.4f}"
+            )
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self.train_seconds = self.elapsed()
+
+    @property
+    def epochs_done(self) -> float:
+        partial = 0 if self.steps_in_last_epoch in (0, self.steps_per_epoch) else self.steps_in_last_epoch
+        return self.epochs_completed + partial / max(self.steps_per_epoch, 1)
+
+
+def rounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def run_config(name: str, data: Any, args: argparse.Namespace, full_steps_per_epoch: int) -> dict[str, Any]:
+    wall_start = time.perf_counter()
+    keras.utils.set_random_seed(args.seed)
+    encoder_config = CONFIGS[name]
+    encoder_config = dataclasses.replace(
+        encoder_config,
+        max_len=args.max_len,
+        **({} if args.dropout is None else {"dropout": args.dropout}),
+    )
+    retrieval_config = RetrievalConfig(
+        temperature=args.temperature,
+        num_negatives=args.num_negatives,
+        negatives=args.negatives,
+        negative_sharing=args.negative_sharing,
+        stochastic_length=args.stochastic_length,
+        stochastic_length_alpha=args.sl_alpha,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=args.seed,
+        jit_compile=args.jit,
+    )
+    model = SequentialRetrievalModel(
+        data.num_items, encoder_config, retrieval_config, name=f"{name}_retrieval"
+    )
+    model.build()
+    model.compile()
+    dataset = data.train_dataset(retrieval_config)
+
+    def evaluate() -> dict[str, Any]:
+        return evaluate_full_ranking(
+            model,
+            data.test_histories,
+            data.test_targets,
+            ks=DEFAULT_KS,
+            batch_size=args.eval_batch_size,
+            exclude_seen=args.exclude_seen,
+            jit_compile=args.jit,
+        )
+
+    monitor = TrainingMonitor(
+        name,
+        args.epochs,
+        len(dataset),
+        args.max_minutes_per_config * 60.0,
+        args.log_every_steps,
+        evaluate,
+        args.eval_every,
+    )
+    progress(f"[{name}] {model.count_params()} params; {len(dataset)} steps/epoch, {args.epochs} epochs")
+    if args.epochs > 0:
+        model.fit(dataset, epochs=args.epochs, verbose=0, callbacks=[monitor])
+    eval_start = time.perf_counter()
+    metrics = evaluate()
+    eval_seconds = time.perf_counter() - eval_start
+    progress(
+        f"[{name}] final HR@10 {metrics['HR@10']:.4f} NDCG@10 {metrics['NDCG@10']:.4f} ({eval_seconds:.1f}s)"
+    )
+    steady = monitor.step_times[1:]
+    seconds_per_step = statistics.median(steady) if steady else None
+    return {
+        "metrics": rounded({k: v for k, v in metrics.items() if k != "num_users"}),
+        "paper": PAPER.get(name),
+        "encoder_config": dataclasses.asdict(encoder_config),
+        "params": int(model.count_params()),
+        "epochs_requested": args.epochs,
+        "epochs_completed": monitor.epochs_completed,
+        "epochs_done": round(monitor.epochs_done, 3),
+        "stopped_by_time_budget": monitor.stopped_by_budget,
+        "train_steps": len(monitor.step_times),
+        "steps_per_epoch": len(dataset),
+        "first_step_seconds": round(monitor.step_times[0], 2) if monitor.step_times else None,
+        "seconds_per_step": None if seconds_per_step is None else round(seconds_per_step, 3),
+        "estimated_seconds_per_full_epoch": (
+            None if seconds_per_step is None else round(seconds_per_step * full_steps_per_epoch, 1)
+        ),
+        "loss_history": monitor.loss_history,
+        "eval_history": [rounded(e) for e in monitor.eval_history],
+        "train_seconds": round(monitor.train_seconds, 1),
+        "eval_seconds": round(eval_seconds + monitor.eval_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - wall_start, 1),
+    }
+
+
+def relative_gain(new: dict[str, float], base: dict[str, float]) -> dict[str, float | None]:
+    return {k: (round(new[k] / base[k] - 1.0, 4) if base.get(k) else None) for k in new if k in base}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
+    path = resolve_data(args.data)
+    progress(f"loading {path}")
+    sequences = load_sequences(path)
+    users_in_file = len(sequences)
+    full_train_users = sum(1 for s in sequences.values() if len(s) >= 3)
+    full_steps_per_epoch = math.ceil(full_train_users / args.batch_size)
+    if args.users > 0:
+        sequences = dict(list(sequences.items())[: args.users])
+    data = leave_one_out_split(sequences, max_len=args.max_len)
+    progress(
+        f"{len(data.test_targets)} users, {data.num_items} items, {len(data.train_windows)} training "
+        f"sequences, {data.num_train_tokens} training positions"
+    )
+    results = {}
+    for name in names:
+        results[name] = run_config(name, data, args, full_steps_per_epoch)
+    report: dict[str, Any] = {
+        "protocol": f"leave-one-out, max_len {args.max_len}, full ranking over all {data.num_items} "
+        f"items, seen items {'excluded' if args.exclude_seen else 'not excluded'}",
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "options": vars(args),
+        "data": {
+            "path": str(path),
+            "users_in_file": users_in_file,
+            "users": int(len(data.test_targets)),
+            "items": data.num_items,
+            "train_sequences": len(data.train_windows),
+            "train_positions": data.num_train_tokens,
+            "full_data_steps_per_epoch": full_steps_per_epoch,
+        },
+        "results": results,
+        "paper": PAPER,
+    }
+    if "hstu_large" in results and "sasrec" in results:
+        ours = relative_gain(results["hstu_large"]["metrics"], results["sasrec"]["metrics"])
+        report["gain_hstu_large_over_sasrec"] = {
+            "ours": ours,
+            "paper": relative_gain(PAPER["hstu_large"], PAPER["sasrec"]),
+        }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
