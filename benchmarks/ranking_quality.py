@@ -24,6 +24,7 @@ never read):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import glob
 import json
@@ -255,7 +256,8 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ranking_quality_") as scratch:
         work = Path(args.work_dir or scratch)
-        synthetic_config, logs, pipeline, report = prepare(work, args.rows, args.data_seed, args.workers)
+        with contextlib.redirect_stdout(sys.stderr):  # Keras progress lines must not mix with the JSON
+            synthetic_config, logs, pipeline, report = prepare(work, args.rows, args.data_seed, args.workers)
         prepared_s = time.monotonic() - started
         root = pipeline.pipeline_root
         transform_output = tft.TFTransformOutput(
@@ -336,6 +338,13 @@ def main() -> None:
                 for cohort, values in by_cohort.items()
             }
             for kind, by_cohort in cohort_auc.items()
+        }
+        result["d_poso_vs_mmoe_all_tasks_seed1"] = {
+            kind: {
+                "new": task_metrics(scored(name), e.labels, e.new_user),
+                "regular": task_metrics(scored(name), e.labels, e.regular_user),
+            }
+            for kind, name in (("mmoe", "bias_tower"), ("poso", f"poso_seed{base.seed}"))
         }
         result["d_poso_vs_mmoe_click_auc"]["new_user_examples"] = int(e.new_user.sum())
         result["d_poso_vs_mmoe_click_auc"]["regular_user_examples"] = int(e.regular_user.sum())

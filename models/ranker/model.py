@@ -1,6 +1,7 @@
 """The multitask ranker on transformed features (Keras 3, `keras.ops`).
 
-    x      = [E_user, E_item, mean(E_genre), E_device, E_surface, E_hour, E_views, E_age, numerics]
+    x      = [E_user, E_item, E_user ⊙ E_item, mean(E_genre), E_device, E_surface, E_hour, E_views,
+              E_age, numerics]
     h      = ReLU(W_b x)                                          shared bottom layer
     f^t    = MMoE(h)^t | PosoMMoE(h, x_pc)^t | ReLU(W_s h)        deep part, per task t
     z^t    = w_t^T ReLU(V_t f^t) + wide^t(crosses)                task logit / value
@@ -167,15 +168,17 @@ class MultitaskRanker(keras.Model):
         )
 
     def deep_input(self, inputs: dict) -> Any:
-        pieces = []
+        embedded = {}
         for name, table in self.embeddings.items():
             if name == F.ITEM_GENRES:
                 genre_ids = self._int(inputs[F.ITEM_GENRE_IDS], keep_shape=True)
                 mask = ops.cast(genre_ids > 0, "float32")[..., None]
                 total = ops.sum(table(genre_ids) * mask, axis=1)
-                pieces.append(total / ops.maximum(ops.sum(mask, axis=1), 1.0))
+                embedded[name] = total / ops.maximum(ops.sum(mask, axis=1), 1.0)
             else:
-                pieces.append(table(ops.clip(self._int(inputs[name]), 0, self.sizes[name] - 1)))
+                embedded[name] = table(ops.clip(self._int(inputs[name]), 0, self.sizes[name] - 1))
+        # The user x item cross: an MLP learns a dot product slowly, so it gets the products.
+        pieces = [*embedded.values(), embedded[F.USER_ID] * embedded[F.ITEM_ID]]
         pieces.append(ops.stack([self._float(inputs[name]) for name in NUMERIC_FEATURES], axis=-1))
         if self.config.position_mode == C.POSITION_FEATURE:
             pieces.append(self.position_embedding(self._position(inputs, self.config.serving_position)))
