@@ -38,6 +38,8 @@ def _synthetic_config(args: argparse.Namespace):
     config = synthetic.SyntheticConfig(seed=args.seed)
     if args.rows is not None:
         config = dataclasses.replace(config, num_requests=max(1, -(-args.rows // config.slate_size)))
+    if args.users is not None:
+        config = dataclasses.replace(config, num_users=args.users)
     return config
 
 
@@ -188,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"synthetic impression rows, rounded up to whole requests (default: {default_rows})",
     )
     run.add_argument(
+        "--users", type=int, help=f"synthetic established users (default: {SyntheticConfig().num_users})"
+    )
+    run.add_argument(
         "--train-steps",
         type=int,
         default=PipelineConfig.train_steps,
@@ -252,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=1)
     generate.add_argument(
         "--rows", type=int, help=f"impression rows, rounded up to whole requests (default: {default_rows})"
+    )
+    generate.add_argument(
+        "--users", type=int, help=f"established users (default: {SyntheticConfig().num_users})"
     )
     generate.set_defaults(handler=cmd_generate)
 

@@ -5,7 +5,7 @@ Metrics (TFMA-native, so they work with a Keras 3 SavedModel): AUC,
 calibration, mean label / prediction and example count per binary task
 (click, like); mean squared error per regression task (watch time).
 
-Blessing: the click AUC must reach `min_click_auc` (value threshold) and
+Blessing: the overall click AUC must reach `min_click_auc` (value threshold) and
 must not fall more than `max_click_auc_drop` below the last blessed model's
 (change threshold; the first model has no baseline and needs only the value).
 
@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2
 
 from watchnext.models import features as F
 from watchnext.pipeline.configs import EvaluationConfig
@@ -26,11 +27,18 @@ REGRESSION_OUTPUTS = {"watch_time_s": F.WATCH_TIME_S}
 SLICE_FEATURES = (F.USER_COHORT, F.ITEM_IS_NEW, F.DEVICE)
 
 
-def _binary_metrics() -> list[tfma.MetricConfig]:
-    return [
-        tfma.MetricConfig(class_name=name)
-        for name in ("ExampleCount", "AUC", "Calibration", "MeanLabel", "MeanPrediction")
+def _binary_metrics(auc_threshold: tfma.MetricThreshold | None = None) -> list[tfma.MetricConfig]:
+    metrics = [
+        tfma.MetricConfig(class_name=n)
+        for n in ("ExampleCount", "Calibration", "MeanLabel", "MeanPrediction")
     ]
+    auc = tfma.MetricConfig(class_name="AUC")
+    if auc_threshold is not None:
+        # Blessing reads the overall slice only: small slices are reported, not gated.
+        auc.per_slice_thresholds.append(
+            config_pb2.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
+        )
+    return [auc, *metrics]
 
 
 def ranker_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
@@ -43,11 +51,7 @@ def ranker_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
         ),
     )
     metrics_specs = [
-        tfma.MetricsSpec(
-            output_names=["click_probability"],
-            metrics=_binary_metrics(),
-            thresholds={"auc": click_auc_threshold},
-        ),
+        tfma.MetricsSpec(output_names=["click_probability"], metrics=_binary_metrics(click_auc_threshold)),
         tfma.MetricsSpec(output_names=["like_probability"], metrics=_binary_metrics()),
         tfma.MetricsSpec(
             output_names=list(REGRESSION_OUTPUTS),

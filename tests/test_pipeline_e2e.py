@@ -22,7 +22,7 @@ from watchnext.pipeline.configs import RANKER_MODEL_NAME
 from watchnext.pipeline.data import synthetic
 
 RUN_ARGS = [
-    "--rows", "6000", "--train-steps", "60", "--beam-mode", "in_memory", "--workers", "1",
+    "--rows", "6000", "--users", "150", "--train-steps", "60", "--beam-mode", "in_memory", "--workers", "1",
     "--min-click-auc", "0.55",
 ]  # fmt: skip
 
