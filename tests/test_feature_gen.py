@@ -173,3 +173,19 @@ def test_pack_int64_combines_partial_accumulators_in_any_grouping():
     second = pack.compact(pack.add_input(pack.create_accumulator(), (9, 1)))
     merged = pack.merge_accumulators([first, second, pack.create_accumulator()])
     assert np.array_equal(pack.extract_output(merged), [[5, 1], [3, 0], [9, 1]])
+
+
+def test_pack_int64_packs_records_as_they_arrive():
+    import numpy as np
+
+    from watchnext.components.feature_gen.transforms import PackInt64
+
+    pack = PackInt64(width=2, pack_every=8)
+    accumulator = pack.create_accumulator()
+    records = [(t, t % 2) for t in range(100)]
+    for record in records:
+        accumulator = pack.add_input(accumulator, record)
+        unpacked = [r for r in accumulator if not isinstance(r, bytes)]
+        assert len(unpacked) < 8
+    assert len(accumulator) == 100 // 8 + 100 % 8
+    assert np.array_equal(pack.extract_output(accumulator), records)

@@ -84,7 +84,7 @@ def test_latest_events_combine_is_bounded_and_order_free():
         accumulator = combine.create_accumulator()
         for e in part:
             accumulator = combine.add_input(accumulator, e)
-            assert len(accumulator) <= combine.prune_at + 1
+            assert len(accumulator) <= combine.max_chunks + combine.pack_every
         accumulators.append(combine.compact(accumulator))
     rng.shuffle(accumulators)
     merged = combine.extract_output(combine.merge_accumulators(accumulators))

@@ -38,18 +38,25 @@ def _user_and_item_events(serialized: bytes):
 class PackInt64(beam.CombineFn):
     """Collects a key's fixed-width integer records into one (n, width) int64 array.
 
-    Combiner lifting packs the records in the workers before the shuffle, so
-    the runner buffers 8 bytes per number instead of a Python object per record.
+    The accumulator is a list of packed chunks (bytes, 8 bytes per number)
+    followed by fewer than `pack_every` records not packed yet. Packing as
+    records arrive matters in the workers, where a lifted combine keeps up to
+    100,000 keys' accumulators until the bundle ends; packing again before
+    the shuffle means the runner buffers bytes, not a Python object per record.
     """
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, pack_every: int = 64):
         self.width = width
+        self.pack_every = pack_every
 
     def create_accumulator(self) -> list:
-        return []  # packed chunks (bytes) and records not yet packed
+        return []
 
     def add_input(self, accumulator: list, record) -> list:
         accumulator.append(record)
+        tail = accumulator[-self.pack_every :]
+        if len(tail) == self.pack_every and not isinstance(tail[0], bytes):
+            accumulator[-self.pack_every :] = [self._pack(tail)]
         return accumulator
 
     def compact(self, accumulator: list) -> list:
