@@ -5,6 +5,8 @@ watchnext run --data logs DIR          the same on your raw-log CSV files (or --
 watchnext run --data movielens ML_DIR  the same on MovieLens .dat files
 watchnext run --runner kubeflow --image IMAGE --out gs://...   write the Kubeflow V2 pipeline JSON
 watchnext eval-report [RUN_DIR]        the TFMA slice table of the run's evaluation
+watchnext serve --model-base DIR       TF Serving's REST API over the pushed models (serving/README.md)
+watchnext query rank|retrieve ...      a REST (or --grpc) client for it or for TF Serving
 watchnext generate --out DIR           write synthetic logs (+ ground truth)
 watchnext convert-movielens ML_DIR --out DIR   MovieLens-1M -> raw-log CSV
 """
@@ -267,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("movielens_dir", help="folder with ratings*.dat, users.dat, movies.dat")
     convert.add_argument("--out", required=True, help="output directory (logs.csv + rejects)")
     convert.set_defaults(handler=cmd_convert_movielens)
+
+    from watchnext.serving.cli_commands import add_commands
+
+    add_commands(commands)  # serve, query
     return parser
 
 
