@@ -184,8 +184,9 @@ def test_second_run_reuses_every_component_and_pushes_nothing_new(first_run, cap
     capsys.readouterr()
     assert cli.main(["run", "--out", str(first_run), *RUN_ARGS]) == 0
     states = component_states(capsys.readouterr().out)
-    # The Evaluator runs again: its baseline is now the (same) model blessed by the first run.
-    reevaluated = {"Evaluator.ranker", "Pusher.ranker"}
+    # The resolver resolves again and finds the model the first run blessed; the Evaluator then
+    # runs again against that baseline (the same model), and the Pusher finds it already pushed.
+    reevaluated = {"LastBlessed.ranker", "Evaluator.ranker", "Pusher.ranker"}
     assert all(state == "cached" for name, state in states.items() if name not in reevaluated), states
     assert len(pushed_version_dirs(first_run)) == 1, "the same model must not be pushed twice"
 
