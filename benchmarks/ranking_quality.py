@@ -45,7 +45,7 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------- data
 
 
-def prepare(work: Path, rows: int, seed: int, workers: int):
+def prepare(work: Path, rows: int, seed: int, workers: int, fresh_boost: float, new_user_short_bonus: float):
     from watchnext.pipeline import local_runner
     from watchnext.pipeline.configs import PipelineConfig
     from watchnext.pipeline.data import synthetic
@@ -243,6 +243,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0, help="passes over the train split per arm")
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the POSO vs MMoE comparison")
     parser.add_argument("--data-seed", type=int, default=7)
+    parser.add_argument(
+        "--fresh-boost",
+        type=float,
+        default=1.5,
+        help="the logged production ranker promotes fresh uploads by this much: selection bias that "
+        "relevance does not explain, which a position-aware model must not learn (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--new-user-short-bonus",
+        type=float,
+        default=1.5,
+        help="new users' extra relevance logit for short videos: a cohort-specific preference "
+        "(POSO's setting) (default: %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="Beam DirectRunner workers")
     parser.add_argument("--work-dir", help="keep the pipeline outputs here (default: a temporary folder)")
     args = parser.parse_args()
@@ -257,7 +271,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ranking_quality_") as scratch:
         work = Path(args.work_dir or scratch)
         with contextlib.redirect_stdout(sys.stderr):  # Keras progress lines must not mix with the JSON
-            synthetic_config, logs, pipeline, report = prepare(work, args.rows, args.data_seed, args.workers)
+            synthetic_config, logs, pipeline, report = prepare(
+                work, args.rows, args.data_seed, args.workers, args.fresh_boost, args.new_user_short_bonus
+            )
         prepared_s = time.monotonic() - started
         root = pipeline.pipeline_root
         transform_output = tft.TFTransformOutput(
@@ -357,7 +373,9 @@ def main() -> None:
             "gate_dropout_0": polarization(arm("no_gate_dropout", gate_dropout=0.0), e),
         }
         result["setup"] = {
-            "rows": args.rows, "train_rows": train_rows, "eval_rows": int(len(e.position)),
+            "rows": args.rows, "fresh_boost": args.fresh_boost,
+            "new_user_short_bonus": args.new_user_short_bonus, "train_rows": train_rows,
+            "eval_rows": int(len(e.position)),
             "steps_per_arm": steps, "batch_size": base.batch_size, "epochs": args.epochs,
             "pipeline_s": round(prepared_s, 1), "arm_train_s": arm_seconds,
             "total_s": round(time.monotonic() - started, 1),

@@ -39,8 +39,9 @@ Slate (K = [slate_size]):
 
     candidates: [candidates_per_request] draws from the items uploaded by t_r,
                 P(v) ∝ exp(kappa b_v) [retrieval_popularity_power], duplicates dropped
-    r_uv = alpha p_u . q_v + b_v + c_0 + o_surface + beta_new n_u    relevance logit
-    s_uv = r_uv + sigma_rank eps + sigma_fresh fresh_v eps'           ranker estimate
+    r_uv = alpha p_u . q_v + b_v + c_0 + o_surface + beta_new n_u
+           + beta_nshort n_u [D_v <= D_short]                        relevance logit
+    s_uv = r_uv + sigma_rank eps + sigma_fresh fresh_v eps' + delta_fresh fresh_v   ranker estimate
     positions 1..K = the top-K candidates by s_uv, best first; a randomized
     request shows the same K items in a uniformly random order.
 
@@ -200,7 +201,9 @@ class SyntheticConfig:
     Examination, e = min(1, examination_base[dev] / position ** examination_decay[dev]).
     Relevance: affinity_scale (alpha), relevance_intercept (c_0), item_popularity_std
         (sigma_b), surface_relevance_offset (o_surface), retrieval_popularity_power
-        (kappa), ranker_noise_std (sigma_rank), fresh_item_ranker_noise_std (sigma_fresh).
+        (kappa), ranker_noise_std (sigma_rank), fresh_item_ranker_noise_std (sigma_fresh),
+        fresh_item_ranker_boost (delta_fresh: the production ranker promotes fresh
+        uploads, a selection bias that relevance does not explain; 0 by default).
     Watch time: watch_direction_correlation (rho_w), watch_affinity_scale (alpha_w),
         watch_intercept (c_w), watch_length_penalty (lambda), reference_duration_s
         (D_ref), watch_noise_std (sigma_w); durations: duration_median_s (D_med),
@@ -209,8 +212,10 @@ class SyntheticConfig:
         like_intercept (c_l), like_completion_weight (gamma), rater_user_share,
         rating_prob_for_raters, rating_noise_std (sigma_rt).
     Cold start: new_user_request_share, new_user_mean_requests, new_user_hours (T_du),
-        new_user_relevance_offset (beta_new), new_user_short_item_completion_bonus
-        (beta_short), short_item_max_duration_s (D_short), new_user_like_offset
+        new_user_relevance_offset (beta_new), new_user_short_item_relevance_bonus
+        (beta_nshort: new users prefer short videos; 0 by default),
+        new_user_short_item_completion_bonus (beta_short), short_item_max_duration_s
+        (D_short), new_user_like_offset
         (beta_like), new_item_share, new_item_days (T_dv), new_item_max_exposures
         (T_s), catalog_max_age_days.
     """
@@ -243,6 +248,7 @@ class SyntheticConfig:
     retrieval_popularity_power: float = 2.0
     ranker_noise_std: float = 1.0
     fresh_item_ranker_noise_std: float = 1.0
+    fresh_item_ranker_boost: float = 0.0
 
     watch_direction_correlation: float = 0.5
     watch_affinity_scale: float = 1.0
@@ -267,6 +273,7 @@ class SyntheticConfig:
     new_user_mean_requests: float = 3.0
     new_user_hours: int = cohorts.NEW_USER_HOURS
     new_user_relevance_offset: float = -0.5
+    new_user_short_item_relevance_bonus: float = 0.0
     new_user_short_item_completion_bonus: float = 1.0
     short_item_max_duration_s: float = 30.0
     new_user_like_offset: float = 1.0
@@ -578,11 +585,13 @@ def _relevance_logit(
     """r_uv for `item` of shape (requests, n) shown to `user` of shape (requests,)."""
     affinity = np.einsum("rd,rnd->rn", world.user_factors[user], world.item_factors[item])
     offsets = _surface_offsets(config)[surface] + config.new_user_relevance_offset * new_user
+    short = world.item_duration_s[item] <= config.short_item_max_duration_s
     return (
         config.affinity_scale * affinity
         + world.item_popularity[item]
         + config.relevance_intercept
         + offsets[:, None]
+        + config.new_user_short_item_relevance_bonus * new_user[:, None] * short
     )
 
 
@@ -609,6 +618,7 @@ def _rank_slates(
     noise = config.ranker_noise_std * rng.normal(
         size=logit.shape
     ) + config.fresh_item_ranker_noise_std * fresh * rng.normal(size=logit.shape)
+    noise = noise + config.fresh_item_ranker_boost * fresh
     score = np.where(duplicate, -np.inf, logit + noise)
     top = np.argsort(-score, axis=1, kind="stable")[:, : config.slate_size]
     shuffled = np.argsort(rng.random(top.shape), axis=1)
