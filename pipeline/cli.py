@@ -281,6 +281,8 @@ KNOWN_NOISE = (
     "ArtifactQuery.property_predicate is not supported",
     "Fallback to non-ZetaSQL contexts execution query",
     "direct_running_mode should be",
+    "Discarding unparseable args",
+    "No semi_persistent_directory found",
 )
 
 

@@ -19,15 +19,19 @@ DEFAULT_PIPELINE_NAME = "watchnext"
 SETUP_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
 DEFAULT_OUTPUT_DIR = "watchnext-output"
 RANKER_MODEL_NAME = "ranker"
+HSTU_MODEL_NAME = "hstu"
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
     """When a trained model is blessed (pipeline/evaluation.py): both thresholds must hold."""
 
-    min_click_auc: float = 0.6  # value threshold on the eval split
-    max_click_auc_drop: float = 0.01  # tolerance vs the last blessed model
+    min_click_auc: float = 0.6  # ranker: value threshold on the eval split
+    max_click_auc_drop: float = 0.01  # ranker: tolerance vs the last blessed ranker
     split: str = "eval"
+    # HSTU, on SequenceGen's leave-one-out test split (full ranking over all items):
+    min_hit_rate_at_10: float = 0.0  # value threshold on HR@10 (raise it for real data)
+    max_hit_rate_at_10_drop: float = 0.01  # tolerance vs the last blessed HSTU model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,10 @@ class PipelineConfig:
     ranker: dict = dataclasses.field(default_factory=dict)
     # The ranker's Trainer module: any importable `run_fn(fn_args)` with the same exports.
     ranker_run_fn: str = "watchnext.models.ranker.trainer.run_fn"
+    # HSTU (models/hstu/trainer.py): EncoderConfig fields under "hstu", RetrievalConfig fields
+    # under "retrieval"; training stops after hstu_train_steps.
+    hstu: dict = dataclasses.field(default_factory=dict)
+    hstu_train_steps: int = 200
     evaluation: EvaluationConfig = EvaluationConfig()
 
     @property

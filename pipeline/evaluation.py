@@ -9,6 +9,10 @@ Blessing: the overall click AUC must reach `min_click_auc` (value threshold) and
 must not fall more than `max_click_auc_drop` below the last blessed model's
 (change threshold; the first model has no baseline and needs only the value).
 
+HSTU (`hstu_eval_config`): its serving_default returns, per test sequence,
+the target's rank among all items and hit/NDCG at 10, 50, 200, so HR@K and
+NDCG@K are TFMA's MeanPrediction of those outputs; blessing gates HR@10.
+
 Example:
     eval_config = ranker_eval_config(EvaluationConfig(min_click_auc=0.6))
 """
@@ -68,4 +72,39 @@ def ranker_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
         ],
         slicing_specs=[tfma.SlicingSpec(), *(tfma.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES)],
         metrics_specs=metrics_specs,
+    )
+
+
+HSTU_OUTPUTS = tuple(f"{metric}_at_{k}" for metric in ("hit", "ndcg") for k in (10, 50, 200))
+HSTU_EVAL_SPLIT = "test"
+
+
+def hstu_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
+    hit_rate_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_hit_rate_at_10}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -config.max_hit_rate_at_10_drop},
+        ),
+    )
+    specs = []
+    for output in HSTU_OUTPUTS:
+        mean = tfma.MetricConfig(class_name="MeanPrediction")
+        if output == "hit_at_10":
+            mean.per_slice_thresholds.append(
+                config_pb2.PerSliceMetricThreshold(
+                    slicing_specs=[tfma.SlicingSpec()], threshold=hit_rate_threshold
+                )
+            )
+        specs.append(
+            tfma.MetricsSpec(
+                output_names=[output],
+                metrics=[tfma.MetricConfig(class_name="ExampleCount"), mean],
+                example_weights=config_pb2.ExampleWeightOptions(unweighted=True),
+            )
+        )
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name=SIGNATURE, prediction_keys={o: o for o in HSTU_OUTPUTS})],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=specs,
     )

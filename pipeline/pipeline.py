@@ -5,6 +5,8 @@ LogExampleGen ─► FeatureGen ─► StatisticsGen ─► ExampleValidator ◄
       │                           └─► Trainer(ranker) ─► Evaluator(TFMA, vs last blessed)
       │                                                └─► AtomicPusher(<out>/serving/ranker) if blessed
       └────────► SequenceGen ─► StatisticsGen ─► ExampleValidator ◄─ ImportSchemaGen(retrieval_sequences)
+                      └─► Trainer(HSTU) ─► Evaluator(HR/NDCG@K, vs last blessed)
+                                       └─► AtomicPusher(<out>/serving/hstu) if blessed
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from watchnext.components.atomic_pusher import AtomicPusher
 from watchnext.components.feature_gen import FeatureGen
 from watchnext.components.log_example_gen import LogExampleGen
 from watchnext.components.sequence_gen import SequenceGen
-from watchnext.pipeline.configs import RANKER_MODEL_NAME, PipelineConfig, absolute
-from watchnext.pipeline.evaluation import ranker_eval_config
+from watchnext.pipeline.configs import HSTU_MODEL_NAME, RANKER_MODEL_NAME, PipelineConfig, absolute
+from watchnext.pipeline.evaluation import HSTU_EVAL_SPLIT, hstu_eval_config, ranker_eval_config
 from watchnext.schemas import IMPRESSIONS_SCHEMA, RETRIEVAL_SEQUENCES_SCHEMA
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -41,6 +43,32 @@ def validated_statistics(name: str, examples, schema_file: Path) -> list:
         statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"]
     ).with_id(f"ExampleValidator.{name}")
     return [statistics, schema, validator]
+
+
+def evaluated_push(name: str, config: PipelineConfig, trainer, examples, eval_config, split: str) -> tuple:
+    """Evaluator (vs the last blessed model of this Trainer) and a Pusher gated by its blessing."""
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model, producer_component_id=trainer.id),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing, producer_component_id=f"Evaluator.{name}"
+        ),
+    ).with_id(f"LastBlessed.{name}")
+    evaluator = tfx.components.Evaluator(
+        examples=examples,
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        eval_config=eval_config,
+        example_splits=[split],
+    ).with_id(f"Evaluator.{name}")
+    pusher = AtomicPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=absolute(config.serving_dir(name)))
+        ),
+    ).with_id(f"Pusher.{name}")
+    return evaluator, pusher, baseline
 
 
 def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.dsl.Pipeline:
@@ -74,27 +102,21 @@ def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.
             "code_version": source_fingerprint(MODELS_DIR),
         },
     ).with_id("Trainer.ranker")
-    last_blessed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("LastBlessed.ranker")
-    evaluator = tfx.components.Evaluator(
-        examples=feature_gen.outputs["impressions"],
-        model=trainer.outputs["model"],
-        baseline_model=last_blessed.outputs["model"],
-        eval_config=ranker_eval_config(config.evaluation),
-        example_splits=[config.evaluation.split],
-    ).with_id("Evaluator.ranker")
-    pusher = AtomicPusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=absolute(config.serving_dir(RANKER_MODEL_NAME))
-            )
-        ),
-    ).with_id("Pusher.ranker")
+    ranker_evaluator, ranker_pusher, ranker_baseline = evaluated_push(
+        RANKER_MODEL_NAME, config, trainer, feature_gen.outputs["impressions"],
+        ranker_eval_config(config.evaluation), config.evaluation.split,
+    )  # fmt: skip
+    hstu_trainer = tfx.components.Trainer(
+        run_fn="watchnext.models.hstu.trainer.run_fn",
+        examples=sequence_gen.outputs["retrieval_sequences"],
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=config.hstu_train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=[HSTU_EVAL_SPLIT], num_steps=0),
+        custom_config={**config.hstu, "seed": config.seed, "code_version": source_fingerprint(MODELS_DIR)},
+    ).with_id("Trainer.hstu")
+    hstu_evaluator, hstu_pusher, hstu_baseline = evaluated_push(
+        HSTU_MODEL_NAME, config, hstu_trainer, sequence_gen.outputs["retrieval_sequences"],
+        hstu_eval_config(config.evaluation), HSTU_EVAL_SPLIT,
+    )  # fmt: skip
     components = [
         example_gen,
         feature_gen,
@@ -103,9 +125,13 @@ def create_pipeline(config: PipelineConfig, local_metadata: bool = True) -> tfx.
         *sequences_checks,
         transform,
         trainer,
-        last_blessed,
-        evaluator,
-        pusher,
+        ranker_baseline,
+        ranker_evaluator,
+        ranker_pusher,
+        hstu_trainer,
+        hstu_baseline,
+        hstu_evaluator,
+        hstu_pusher,
     ]
     metadata = None
     if local_metadata:
