@@ -56,7 +56,7 @@ def prepare(work: Path, rows: int, seed: int, workers: int, fresh_boost: float, 
     logs = synthetic.generate(config, work / "logs")
     pipeline = PipelineConfig(
         data_dir=str(logs.out_dir), input_pattern=synthetic.LOGS_FILE, output_dir=str(work / "run"),
-        train_steps=10, eval_steps=5, beam_workers=workers,
+        train_steps=10, eval_steps=5, hstu_train_steps=1, beam_workers=workers,
     )  # fmt: skip
     report = local_runner.run(pipeline)
     log(report.format())

@@ -104,6 +104,7 @@ def pipeline_config(args: argparse.Namespace, out_dir: str) -> PipelineConfig:
         input_pattern=input_pattern,
         output_dir=out_dir,
         train_steps=args.train_steps,
+        hstu_train_steps=args.hstu_train_steps,
         enable_cache=not args.no_cache,
         beam_direct_running_mode=args.beam_mode,
         beam_workers=args.workers,
@@ -198,7 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-steps",
         type=int,
         default=PipelineConfig.train_steps,
-        help="training steps (default: %(default)s)",
+        help="ranker training steps (default: %(default)s)",
+    )
+    run.add_argument(
+        "--hstu-train-steps",
+        type=int,
+        default=PipelineConfig.hstu_train_steps,
+        help="HSTU training steps, at most (default: %(default)s)",
     )
     run.add_argument(
         "--beam-mode",

@@ -1,5 +1,7 @@
 """`watchnext eval-report RUN_DIR`: the TFMA slice table of a run's latest evaluation, per model.
 
+The ranker's table (below) and HSTU's (sequences, HR@10/50/200, NDCG@10/50/200):
+
     slice                        examples  click AUC  click calib.  like AUC  watch MSE
     overall                          1234     0.6712         1.01    0.6012     102.3
     user_cohort=new                    80     0.6101         0.97    ...
@@ -21,6 +23,10 @@ COLUMNS = (
     ("like AUC", "auc", "like_probability"),
     ("like calibration", "calibration", "like_probability"),
     ("watch time MSE", "mean_squared_error", "watch_time_s"),
+    # HSTU: HR@K and NDCG@K are the mean of per-sequence hit / NDCG outputs.
+    ("sequences", "example_count", "hit_at_10"),
+    *((f"HR@{k}", "mean_prediction", f"hit_at_{k}") for k in (10, 50, 200)),
+    *((f"NDCG@{k}", "mean_prediction", f"ndcg_at_{k}") for k in (10, 50, 200)),
 )
 
 
@@ -64,7 +70,7 @@ def slice_rows(evaluation_dir: str) -> list[SliceRow]:
 
 def format_table(rows: list[SliceRow]) -> str:
     width = max([len("slice"), *(len(r.name) for r in rows)]) + 2
-    labels = [label for label, _, _ in COLUMNS]
+    labels = [label for label, _, _ in COLUMNS if any(label in r.values for r in rows)]
     lines = [f"{'slice':<{width}}" + "".join(f"{label:>19}" for label in labels)]
     for row in rows:
         cells = []
@@ -72,7 +78,7 @@ def format_table(rows: list[SliceRow]) -> str:
             value = row.values.get(label)
             if value is None:
                 cells.append(f"{'-':>19}")
-            elif label == "examples":
+            elif label in ("examples", "sequences"):
                 cells.append(f"{int(value):>19d}")
             else:
                 cells.append(f"{value:>19.4f}")

@@ -18,17 +18,17 @@ import tensorflow as tf
 from watchnext.components.log_example_gen.executor import REJECTS_FILE_PREFIX
 from watchnext.models import features
 from watchnext.pipeline import cli
-from watchnext.pipeline.configs import RANKER_MODEL_NAME
+from watchnext.pipeline.configs import HSTU_MODEL_NAME, RANKER_MODEL_NAME
 from watchnext.pipeline.data import synthetic
 
 RUN_ARGS = [
-    "--rows", "6000", "--users", "150", "--train-steps", "60", "--beam-mode", "in_memory", "--workers", "1",
-    "--min-click-auc", "0.55",
+    "--rows", "6000", "--users", "150", "--train-steps", "60", "--hstu-train-steps", "20",
+    "--beam-mode", "in_memory", "--workers", "1", "--min-click-auc", "0.55",
 ]  # fmt: skip
 
 
-def pushed_version_dirs(out_dir) -> list[str]:
-    base = os.path.join(out_dir, "serving", RANKER_MODEL_NAME)
+def pushed_version_dirs(out_dir, model: str = RANKER_MODEL_NAME) -> list[str]:
+    base = os.path.join(out_dir, "serving", model)
     return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
@@ -99,13 +99,15 @@ def test_every_component_ran_and_left_its_artifacts(first_run_and_output):
     states = component_states(printed)
     expected = {
         "LogExampleGen", "FeatureGen", "SequenceGen", "Transform", "Trainer.ranker", "Evaluator.ranker",
-        "Pusher.ranker", "StatisticsGen.impressions", "ExampleValidator.impressions",
+        "Pusher.ranker", "StatisticsGen.impressions", "ExampleValidator.impressions", "Trainer.hstu",
+        "Evaluator.hstu", "Pusher.hstu",
     }  # fmt: skip
     assert expected <= set(states), printed
     assert all(state == "ran" for state in states.values()), printed
     outputs = {
         "FeatureGen": "impressions", "SequenceGen": "retrieval_sequences", "Transform": "transform_graph",
         "Trainer.ranker": "model", "Evaluator.ranker": "evaluation", "Pusher.ranker": "pushed_model",
+        "Trainer.hstu": "model", "Evaluator.hstu": "evaluation", "Pusher.hstu": "pushed_model",
     }  # fmt: skip
     for component, output in outputs.items():
         found = glob.glob(os.path.join(out_dir, "tfx", component, output, "*", "*"))
@@ -180,15 +182,34 @@ def test_predict_signature_takes_raw_features_and_matches_serving_default(first_
     np.testing.assert_allclose(from_features, from_examples, rtol=1e-6)
 
 
+def test_hstu_is_evaluated_with_hit_rates_and_pushed_with_its_signatures(first_run):
+    from watchnext.pipeline import eval_report
+
+    evaluation = glob.glob(os.path.join(first_run, "tfx", "Evaluator.hstu", "evaluation", "*"))[0]
+    (overall,) = [row for row in eval_report.slice_rows(evaluation) if row.name == "overall"]
+    for k in (10, 50, 200):
+        assert 0.0 <= overall.values[f"HR@{k}"] <= 1.0 and 0.0 <= overall.values[f"NDCG@{k}"] <= 1.0
+    assert overall.values["HR@10"] <= overall.values["HR@50"] <= overall.values["HR@200"]
+    (version,) = pushed_version_dirs(first_run, HSTU_MODEL_NAME)
+    model = tf.saved_model.load(os.path.join(first_run, "serving", HSTU_MODEL_NAME, version))
+    assert {"serving_default", "retrieve", "score_candidates"} <= set(model.signatures)
+    top = model.signatures["retrieve"](history_item_ids=tf.constant([["v1", "v2", ""]]), k=tf.constant(7))
+    assert top["item_ids"].shape == (1, 7)
+    assert (np.diff(top["scores"].numpy()[0]) <= 0).all()
+
+
 def test_second_run_reuses_every_component_and_pushes_nothing_new(first_run, capsys):
     capsys.readouterr()
     assert cli.main(["run", "--out", str(first_run), *RUN_ARGS]) == 0
     states = component_states(capsys.readouterr().out)
     # The resolver resolves again and finds the model the first run blessed; the Evaluator then
     # runs again against that baseline (the same model), and the Pusher finds it already pushed.
-    reevaluated = {"LastBlessed.ranker", "Evaluator.ranker", "Pusher.ranker"}
+    reevaluated = {
+        f"{step}.{model}" for step in ("LastBlessed", "Evaluator", "Pusher") for model in ("ranker", "hstu")
+    }
     assert all(state == "cached" for name, state in states.items() if name not in reevaluated), states
     assert len(pushed_version_dirs(first_run)) == 1, "the same model must not be pushed twice"
+    assert len(pushed_version_dirs(first_run, HSTU_MODEL_NAME)) == 1
 
 
 def test_a_broken_model_is_neither_blessed_nor_pushed(first_run):
