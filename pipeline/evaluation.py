@@ -104,7 +104,15 @@ def hstu_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
             )
         )
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(signature_name=SIGNATURE, prediction_keys={o: o for o in HSTU_OUTPUTS})],
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=SIGNATURE,
+                prediction_keys={o: o for o in HSTU_OUTPUTS},
+                # TFMA adds up predictions only of examples that have a label; MeanPrediction does not
+                # read it, so any feature every sequence has stands in.
+                label_keys={o: F.HISTORY_LENGTH for o in HSTU_OUTPUTS},
+            )
+        ],
         slicing_specs=[tfma.SlicingSpec()],
         metrics_specs=specs,
     )
