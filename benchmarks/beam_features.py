@@ -269,6 +269,7 @@ def main() -> None:
         if args.movielens:
             csv_dir = movielens_csv(args.movielens, work)
             report["movielens"] = run_dataset("movielens", csv_dir, "logs.csv", work, args, True)
+            print(f"[beam_features] movielens: {json.dumps(report['movielens'])}", file=sys.stderr)
         scale = []
         for rows in [int(r) for r in args.scale_rows.split(",") if r]:
             csv_dir = synthetic_csv(rows, work)
@@ -276,6 +277,7 @@ def main() -> None:
                 f"scale_{rows}", csv_dir, "logs.csv", work, args, rows <= args.pandas_scale_max
             )
             scale.append({"rows": rows, **point})
+            print(f"[beam_features] scale point: {json.dumps(scale[-1])}", file=sys.stderr)
         if scale:
             report["scale"] = scale
         print(json.dumps(report, indent=2))
