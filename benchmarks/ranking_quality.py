@@ -63,6 +63,12 @@ def prepare(work: Path, rows: int, seed: int, workers: int, fresh_boost: float, 
     return config, logs, pipeline, report
 
 
+def count_records(pattern: str) -> int:
+    import tensorflow as tf
+
+    return sum(1 for _ in tf.data.TFRecordDataset(glob.glob(pattern), compression_type="GZIP"))
+
+
 def newest(pattern: str) -> str:
     matches = sorted(glob.glob(pattern), key=os.path.getmtime)
     if not matches:
@@ -282,8 +288,7 @@ def main() -> None:
         examples = newest(os.path.join(root, "Transform", "transformed_examples", "*"))
         train_files = os.path.join(examples, "Split-train", "*.gz")
         eval_set = load_eval_set(root, transform_output, logs.truth_path)
-        train_rows = sum(1 for _ in __import__("tensorflow").data.TFRecordDataset(
-            glob.glob(train_files), compression_type="GZIP"))  # fmt: skip
+        train_rows = count_records(train_files)
         base = C.RankerConfig()
         steps = max(1, int(args.epochs * train_rows / base.batch_size))
         log(f"train rows {train_rows}, eval rows {len(eval_set.position)}, {steps} steps per arm")
