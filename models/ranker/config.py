@@ -51,7 +51,6 @@ class RankerConfig:
     tower_units: int = 32
     gate_dropout: float = 0.1
     position_dropout: float = 0.1
-    num_positions: int = 20
     serving_position: int = 1  # position_mode="feature" only: what it scores at
     wide_bins: int = 50_000
     poso_scale: float = 2.0
