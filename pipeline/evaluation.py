@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2
 
 from watchnext.models import features as F
@@ -31,46 +30,57 @@ REGRESSION_OUTPUTS = {"watch_time_s": F.WATCH_TIME_S}
 SLICE_FEATURES = (F.USER_COHORT, F.ITEM_IS_NEW, F.DEVICE)
 
 
-def _binary_metrics(auc_threshold: tfma.MetricThreshold | None = None) -> list[tfma.MetricConfig]:
+def blessing_threshold(lower_bound: float, max_drop: float) -> config_pb2.MetricThreshold:
+    """Value >= lower_bound, and at most max_drop below the baseline (higher is better)."""
+    return config_pb2.MetricThreshold(
+        value_threshold=config_pb2.GenericValueThreshold(lower_bound={"value": lower_bound}),
+        change_threshold=config_pb2.GenericChangeThreshold(
+            direction=config_pb2.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -max_drop}
+        ),
+    )
+
+
+def _overall_only(threshold: config_pb2.MetricThreshold) -> config_pb2.PerSliceMetricThreshold:
+    return config_pb2.PerSliceMetricThreshold(slicing_specs=[config_pb2.SlicingSpec()], threshold=threshold)
+
+
+def _binary_metrics(auc_threshold: config_pb2.MetricThreshold | None = None) -> list[config_pb2.MetricConfig]:
     metrics = [
-        tfma.MetricConfig(class_name=n)
+        config_pb2.MetricConfig(class_name=n)
         for n in ("ExampleCount", "Calibration", "MeanLabel", "MeanPrediction")
     ]
-    auc = tfma.MetricConfig(class_name="AUC")
+    auc = config_pb2.MetricConfig(class_name="AUC")
     if auc_threshold is not None:
         # Blessing reads the overall slice only: small slices are reported, not gated.
-        auc.per_slice_thresholds.append(
-            config_pb2.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
-        )
+        auc.per_slice_thresholds.append(_overall_only(auc_threshold))
     return [auc, *metrics]
 
 
-def ranker_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
+def ranker_eval_config(config: EvaluationConfig) -> config_pb2.EvalConfig:
     outputs = {**BINARY_OUTPUTS, **REGRESSION_OUTPUTS}
-    click_auc_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_click_auc}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -config.max_click_auc_drop},
-        ),
-    )
+    click_auc_threshold = blessing_threshold(config.min_click_auc, config.max_click_auc_drop)
     metrics_specs = [
-        tfma.MetricsSpec(output_names=["click_probability"], metrics=_binary_metrics(click_auc_threshold)),
-        tfma.MetricsSpec(output_names=["like_probability"], metrics=_binary_metrics()),
-        tfma.MetricsSpec(
+        config_pb2.MetricsSpec(
+            output_names=["click_probability"], metrics=_binary_metrics(click_auc_threshold)
+        ),
+        config_pb2.MetricsSpec(output_names=["like_probability"], metrics=_binary_metrics()),
+        config_pb2.MetricsSpec(
             output_names=list(REGRESSION_OUTPUTS),
-            metrics=[tfma.MetricConfig(class_name=n) for n in ("ExampleCount", "MeanSquaredError")],
+            metrics=[config_pb2.MetricConfig(class_name=n) for n in ("ExampleCount", "MeanSquaredError")],
         ),
     ]
-    return tfma.EvalConfig(
+    return config_pb2.EvalConfig(
         model_specs=[
-            tfma.ModelSpec(
+            config_pb2.ModelSpec(
                 signature_name=SIGNATURE,
                 label_keys=outputs,
                 prediction_keys={name: name for name in outputs},
             )
         ],
-        slicing_specs=[tfma.SlicingSpec(), *(tfma.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES)],
+        slicing_specs=[
+            config_pb2.SlicingSpec(),
+            *(config_pb2.SlicingSpec(feature_keys=[f]) for f in SLICE_FEATURES),
+        ],
         metrics_specs=metrics_specs,
     )
 
@@ -79,33 +89,23 @@ HSTU_OUTPUTS = tuple(f"{metric}_at_{k}" for metric in ("hit", "ndcg") for k in (
 HSTU_EVAL_SPLIT = "test"
 
 
-def hstu_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
-    hit_rate_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_hit_rate_at_10}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -config.max_hit_rate_at_10_drop},
-        ),
-    )
+def hstu_eval_config(config: EvaluationConfig) -> config_pb2.EvalConfig:
+    hit_rate_threshold = blessing_threshold(config.min_hit_rate_at_10, config.max_hit_rate_at_10_drop)
     specs = []
     for output in HSTU_OUTPUTS:
-        mean = tfma.MetricConfig(class_name="MeanPrediction")
+        mean = config_pb2.MetricConfig(class_name="MeanPrediction")
         if output == "hit_at_10":
-            mean.per_slice_thresholds.append(
-                config_pb2.PerSliceMetricThreshold(
-                    slicing_specs=[tfma.SlicingSpec()], threshold=hit_rate_threshold
-                )
-            )
+            mean.per_slice_thresholds.append(_overall_only(hit_rate_threshold))
         specs.append(
-            tfma.MetricsSpec(
+            config_pb2.MetricsSpec(
                 output_names=[output],
-                metrics=[tfma.MetricConfig(class_name="ExampleCount"), mean],
+                metrics=[config_pb2.MetricConfig(class_name="ExampleCount"), mean],
                 example_weights=config_pb2.ExampleWeightOptions(unweighted=True),
             )
         )
-    return tfma.EvalConfig(
+    return config_pb2.EvalConfig(
         model_specs=[
-            tfma.ModelSpec(
+            config_pb2.ModelSpec(
                 signature_name=SIGNATURE,
                 prediction_keys={o: o for o in HSTU_OUTPUTS},
                 # TFMA adds up predictions only of examples that have a label; MeanPrediction does not
@@ -113,6 +113,6 @@ def hstu_eval_config(config: EvaluationConfig) -> tfma.EvalConfig:
                 label_keys={o: F.HISTORY_LENGTH for o in HSTU_OUTPUTS},
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()],
+        slicing_specs=[config_pb2.SlicingSpec()],
         metrics_specs=specs,
     )
