@@ -45,14 +45,24 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------- data
 
 
+def logs_config(rows: int, seed: int, fresh_boost: float, new_user_short_bonus: float):
+    """The generator's config for `rows` impressions with the benchmark's two biases."""
+    from watchnext.pipeline.data import synthetic
+
+    return synthetic.SyntheticConfig(
+        seed=seed,
+        num_requests=-(-rows // synthetic.SyntheticConfig.slate_size),
+        fresh_item_ranker_boost=fresh_boost,
+        new_user_short_item_relevance_bonus=new_user_short_bonus,
+    )
+
+
 def prepare(work: Path, rows: int, seed: int, workers: int, fresh_boost: float, new_user_short_bonus: float):
     from watchnext.pipeline import local_runner
     from watchnext.pipeline.configs import PipelineConfig
     from watchnext.pipeline.data import synthetic
 
-    config = synthetic.SyntheticConfig(
-        seed=seed, num_requests=-(-rows // synthetic.SyntheticConfig.slate_size)
-    )
+    config = logs_config(rows, seed, fresh_boost, new_user_short_bonus)
     logs = synthetic.generate(config, work / "logs")
     pipeline = PipelineConfig(
         data_dir=str(logs.out_dir), input_pattern=synthetic.LOGS_FILE, output_dir=str(work / "run"),
@@ -378,8 +388,9 @@ def main() -> None:
             "gate_dropout_0": polarization(arm("no_gate_dropout", gate_dropout=0.0), e),
         }
         result["setup"] = {
-            "rows": args.rows, "fresh_boost": args.fresh_boost,
-            "new_user_short_bonus": args.new_user_short_bonus, "train_rows": train_rows,
+            "rows": args.rows, "fresh_boost": synthetic_config.fresh_item_ranker_boost,
+            "new_user_short_bonus": synthetic_config.new_user_short_item_relevance_bonus,
+            "train_rows": train_rows,
             "eval_rows": int(len(e.position)),
             "steps_per_arm": steps, "batch_size": base.batch_size, "epochs": args.epochs,
             "pipeline_s": round(prepared_s, 1), "arm_train_s": arm_seconds,

@@ -126,3 +126,23 @@ def test_trained_model_saves_and_loads_with_equal_outputs(tmp_path, deep):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(loaded(batch)[name]), keras.ops.convert_to_numpy(value), rtol=1e-6
         )
+
+
+def test_ranking_benchmark_generates_logs_with_its_two_biases(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    from watchnext.pipeline.data import synthetic
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import ranking_quality
+    finally:
+        sys.path.pop(0)
+    config = ranking_quality.logs_config(rows=600, seed=3, fresh_boost=1.25, new_user_short_bonus=0.75)
+    logs = synthetic.generate(config, tmp_path)
+    written = json.loads(logs.ground_truth_path.read_text())["config"]
+    assert written["fresh_item_ranker_boost"] == 1.25
+    assert written["new_user_short_item_relevance_bonus"] == 0.75
+    assert config.num_requests * config.slate_size >= 600
