@@ -7,8 +7,9 @@ output and scores the eval split the way the exported model does (position
 never read):
 
   a. position: bias tower vs position as an input feature vs no position:
-     click AUC on the randomized-position slice (and AUC of the true
-     relevance draw on all eval rows);
+     click AUC on the randomized-position slice over seeds, the bias tower's
+     paired difference to each other arm with a bootstrap 95% interval (and
+     AUC of the true relevance draw on all eval rows);
   b. the bias tower's learned position effect vs the generator's true
      examination propensity: Spearman over positions 1..slate_size, per device;
   c. MMoE vs shared bottom: every task metric;
@@ -163,6 +164,38 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def over_seeds(values: list[float | None]) -> dict[str, object]:
+    """Per-seed values with their mean and standard deviation (None where a slice had one class)."""
+    known = [v for v in values if v is not None]
+    mean, std = (float(np.mean(known)), float(np.std(known))) if known else (None, None)
+    return {"per_seed": values, "mean": mean, "std": std}
+
+
+def paired_auc_difference(
+    labels: np.ndarray, scores_a: list[np.ndarray], scores_b: list[np.ndarray], resamples: int = 400
+) -> dict[str, float]:
+    """Mean over seeds of AUC(a) - AUC(b) on the same rows, with a paired bootstrap 95% interval.
+
+    Each resample draws the rows once (with replacement) and scores every seed of both arms
+    on them, so the interval covers the eval-sample noise the two arms share.
+    """
+    rng = np.random.default_rng(0)
+
+    def difference(rows: np.ndarray) -> float:
+        pairs = [
+            (auc(labels[rows], a[rows]), auc(labels[rows], b[rows]))
+            for a, b in zip(scores_a, scores_b, strict=True)
+        ]
+        if any(x is None or y is None for x, y in pairs):
+            return float("nan")  # a resample with one class only
+        return float(np.mean([x - y for x, y in pairs]))
+
+    everything = np.arange(len(labels))
+    draws = [difference(rng.choice(everything, len(everything))) for _ in range(resamples)]
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return {"mean": difference(everything), "ci95_low": float(low), "ci95_high": float(high)}
+
+
 def predict(model, features: dict, batch: int = 8192) -> dict[str, np.ndarray]:
     import keras
 
@@ -257,7 +290,7 @@ def main() -> None:
         "--rows", type=int, default=300_000, help="synthetic impressions (default: %(default)s)"
     )
     parser.add_argument("--epochs", type=float, default=2.0, help="passes over the train split per arm")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds for the POSO vs MMoE comparison")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the position (a) and POSO (d) arms")
     parser.add_argument("--data-seed", type=int, default=7)
     parser.add_argument(
         "--fresh-boost",
@@ -325,49 +358,64 @@ def main() -> None:
         e = eval_set
         result: dict[str, object] = {}
         position_arms = {
-            "bias_tower": {}, "position_feature": {"position_mode": C.POSITION_FEATURE},
-            "no_position": {"position_mode": C.POSITION_NONE},
+            C.POSITION_BIAS_TOWER: {}, C.POSITION_FEATURE: {"position_mode": C.POSITION_FEATURE},
+            C.POSITION_NONE: {"position_mode": C.POSITION_NONE},
         }  # fmt: skip
         known = ~np.isnan(e.relevant)
 
-        def position_quality(name: str, changes: dict) -> dict:
-            click = scored(name, **changes)["click"]
-            return {
-                "click_auc_randomized_slice": auc(e.labels["click"][e.randomized], click[e.randomized]),
-                "relevance_auc_all_eval": auc(e.relevant[known], click[known]),
-                "randomized_examples": int(e.randomized.sum()),
-            }
+        seeds = list(range(base.seed, base.seed + args.seeds))
 
-        result["a_position_handling"] = {
-            name: position_quality(name, ch) for name, ch in position_arms.items()
-        }
-        best = max(
-            position_arms, key=lambda n: result["a_position_handling"][n]["click_auc_randomized_slice"]
+        def seed_arm(name: str, seed: int) -> str:
+            return name if seed == base.seed else f"{name}_seed{seed}"
+
+        def randomized_click(name: str, seed: int) -> np.ndarray:
+            return scored(seed_arm(name, seed), seed=seed, **position_arms[name])["click"][e.randomized]
+
+        labels = e.labels["click"][e.randomized]
+        position_result: dict[str, object] = {}
+        for name, changes in position_arms.items():
+            per_seed = [auc(labels, randomized_click(name, seed)) for seed in seeds]
+            click = scored(name, **changes)["click"]
+            position_result[name] = {
+                "click_auc_randomized_slice": over_seeds(per_seed),
+                "relevance_auc_all_eval_seed1": auc(e.relevant[known], click[known]),
+            }  # fmt: skip
+        position_result["randomized_examples"] = int(e.randomized.sum())
+        position_result["randomized_clicks"] = int((labels > 0.5).sum())
+        position_result["best_by_mean"] = max(
+            position_arms, key=lambda n: position_result[n]["click_auc_randomized_slice"]["mean"] or -1.0
         )
-        result["a_position_handling"]["best"] = best
-        per_device = spearman_per_device(arm("bias_tower"), synthetic_config)
+        position_result["bias_tower_minus_other"] = {
+            other: paired_auc_difference(
+                labels,
+                [randomized_click(C.POSITION_BIAS_TOWER, seed) for seed in seeds],
+                [randomized_click(other, seed) for seed in seeds],
+            )
+            for other in position_arms
+            if other != C.POSITION_BIAS_TOWER
+        }
+        result["a_position_handling"] = position_result
+        per_device = spearman_per_device(arm(C.POSITION_BIAS_TOWER), synthetic_config)
         result["b_position_effect_spearman"] = {**per_device, "min": min(per_device.values())}
         result["c_mmoe_vs_shared_bottom"] = {
-            "mmoe": task_metrics(scored("bias_tower"), e.labels),
+            "mmoe": task_metrics(scored(C.POSITION_BIAS_TOWER), e.labels),
             "shared_bottom": task_metrics(scored("shared_bottom", deep=C.DEEP_SHARED_BOTTOM), e.labels),
         }
         cohort_auc: dict[str, dict[str, list]] = {
             "mmoe": {"new": [], "regular": []},
             "poso": {"new": [], "regular": []},
         }
-        for seed in range(1, args.seeds + 1):
+        for seed in seeds:
             for kind, deep in (("mmoe", C.DEEP_MMOE), ("poso", C.DEEP_POSO_MMOE)):
-                name = "bias_tower" if kind == "mmoe" and seed == base.seed else f"{kind}_seed{seed}"
+                # The MMoE arm of each seed is the bias-tower arm of (a) with that seed.
+                name = seed_arm(C.POSITION_BIAS_TOWER, seed) if kind == "mmoe" else f"poso_seed{seed}"
                 out = scored(name, deep=deep, seed=seed)
                 cohort_auc[kind]["new"].append(auc(e.labels["click"][e.new_user], out["click"][e.new_user]))
                 cohort_auc[kind]["regular"].append(
                     auc(e.labels["click"][e.regular_user], out["click"][e.regular_user])
                 )
         result["d_poso_vs_mmoe_click_auc"] = {
-            kind: {
-                cohort: {"per_seed": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
-                for cohort, values in by_cohort.items()
-            }
+            kind: {cohort: over_seeds(values) for cohort, values in by_cohort.items()}
             for kind, by_cohort in cohort_auc.items()
         }
         result["d_poso_vs_mmoe_all_tasks_seed1"] = {
@@ -375,16 +423,16 @@ def main() -> None:
                 "new": task_metrics(scored(name), e.labels, e.new_user),
                 "regular": task_metrics(scored(name), e.labels, e.regular_user),
             }
-            for kind, name in (("mmoe", "bias_tower"), ("poso", f"poso_seed{base.seed}"))
+            for kind, name in (("mmoe", C.POSITION_BIAS_TOWER), ("poso", f"poso_seed{base.seed}"))
         }
         result["d_poso_vs_mmoe_click_auc"]["new_user_examples"] = int(e.new_user.sum())
         result["d_poso_vs_mmoe_click_auc"]["regular_user_examples"] = int(e.regular_user.sum())
         result["e_submergence_mean_abs_change"] = {
-            "mmoe": submergence(arm("bias_tower"), e),
+            "mmoe": submergence(arm(C.POSITION_BIAS_TOWER), e),
             "poso": submergence(arm(f"poso_seed{base.seed}", deep=C.DEEP_POSO_MMOE, seed=base.seed), e),
         }
         result["f_gate_polarization_share_dead_experts"] = {
-            "gate_dropout_0.1": polarization(arm("bias_tower"), e),
+            "gate_dropout_0.1": polarization(arm(C.POSITION_BIAS_TOWER), e),
             "gate_dropout_0": polarization(arm("no_gate_dropout", gate_dropout=0.0), e),
         }
         result["setup"] = {
