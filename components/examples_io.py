@@ -23,6 +23,22 @@ def read_split(
     return pipeline | f"Read[{label}{split}]" >> beam.io.ReadFromTFRecord(pattern)
 
 
+def read_all_splits(pipeline: beam.Pipeline, examples: types.Artifact, label: str = "") -> beam.PCollection:
+    """Serialized tf.Examples of every split, read by one transform.
+
+    One read of all the files instead of a Flatten of one read per split: the local
+    (FnApi) runner materializes a Flatten's inputs in its own memory, every element of them.
+    """
+    patterns = [
+        os.path.join(artifact_utils.get_split_uri([examples], split), "*") for split in split_names(examples)
+    ]
+    return (
+        pipeline
+        | f"SplitPatterns[{label}]" >> beam.Create(patterns)
+        | f"ReadAllSplits[{label}]" >> beam.io.ReadAllFromTFRecord()
+    )
+
+
 def write_split(records: beam.PCollection, examples: types.Artifact, split: str, label: str = "") -> None:
     """Writes serialized records under the artifact's split folder (split_names must be set)."""
     prefix = os.path.join(artifact_utils.get_split_uri([examples], split), DATA_FILE_PREFIX)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from examples_helpers import DAY, HOUR, T0, raw_example, write_examples_artifact
@@ -114,6 +115,27 @@ def test_user_timeline_matches_a_brute_force_count():
         timeline.at(4)
 
 
+@pytest.mark.parametrize("window", [1, 2, 3, 7, 50])
+def test_user_timeline_from_counts_matches_brute_force_on_random_ties(window):
+    from watchnext.components.feature_gen.point_in_time import timestamp_counts
+
+    rng = np.random.default_rng(window)
+    events = [(int(t), int(c)) for t, c in zip(rng.integers(0, 12, 80), rng.integers(0, 2, 80), strict=True)]
+    timeline = UserTimeline.from_events(events, recent_window=window)
+    for timestamp in timeline.timestamps.tolist():
+        earlier = sorted(e for e in events if e[0] < timestamp)
+        recent = [click for _, click in earlier[-window:]]
+        assert timeline.at(timestamp) == (
+            sum(click for _, click in earlier),
+            pytest.approx(sum(recent) / len(recent) if recent else 0.0),
+        )
+    # Counts merged from partial counts of any chunks give the same timeline.
+    partial = [timestamp_counts([(t, 1, c) for t, c in events[i : i + 13]]) for i in range(0, 80, 13)]
+    merged = UserTimeline.from_counts(timestamp_counts(np.concatenate(partial)), window)
+    assert np.array_equal(merged.views, timeline.views)
+    assert np.allclose(merged.recent_click_rates, timeline.recent_click_rates)
+
+
 def test_timelines_survive_their_compact_encoding():
     user = UserTimeline.from_events([(1, 1), (2, 0)], recent_window=5)
     again = UserTimeline.from_bytes(user.to_bytes())
@@ -175,17 +197,29 @@ def test_pack_int64_combines_partial_accumulators_in_any_grouping():
     assert np.array_equal(pack.extract_output(merged), [[5, 1], [3, 0], [9, 1]])
 
 
-def test_pack_int64_packs_records_as_they_arrive():
+def test_pack_int64_holds_bytes_not_python_records():
     import numpy as np
 
     from watchnext.components.feature_gen.transforms import PackInt64
 
-    pack = PackInt64(width=2, pack_every=8)
+    pack = PackInt64(width=2)
     accumulator = pack.create_accumulator()
     records = [(t, t % 2) for t in range(100)]
     for record in records:
         accumulator = pack.add_input(accumulator, record)
-        unpacked = [r for r in accumulator if not isinstance(r, bytes)]
-        assert len(unpacked) < 8
-    assert len(accumulator) == 100 // 8 + 100 % 8
+    assert isinstance(accumulator, bytearray) and len(accumulator) == 100 * 2 * 8
+    assert isinstance(pack.compact(accumulator), bytes)
     assert np.array_equal(pack.extract_output(accumulator), records)
+    single = PackInt64(width=1)
+    assert single.extract_output(single.add_input(single.create_accumulator(), 2**40)).tolist() == [[2**40]]
+
+
+def test_count_per_timestamp_collapses_a_users_events_in_any_grouping():
+    from watchnext.components.feature_gen.transforms import CountPerTimestamp
+
+    count = CountPerTimestamp()
+    first = count.add_input(count.add_input(count.create_accumulator(), (5, 1)), (3, 0))
+    second = count.compact(count.add_input(count.add_input(count.create_accumulator(), (5, 0)), (3, 1)))
+    assert len(second) == 2 * 3 * 8, "compacted to one row per timestamp"
+    merged = count.merge_accumulators([first, second, count.create_accumulator()])
+    assert count.extract_output(merged).tolist() == [[3, 2, 1], [5, 2, 1]]

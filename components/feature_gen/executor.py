@@ -31,11 +31,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logging.info("FeatureGen: splits %s of %s -> %s (%s)", splits, source.uri, output.uri, config)
 
         with self._make_beam_pipeline() as pipeline:
-
-            def read(label: str) -> dict:
-                return {split: examples_io.read_split(pipeline, source, split, label) for split in splits}
-
-            enriched = add_point_in_time_features(read("ForTimelines,"), read("ToEnrich,"), config)
+            to_enrich = {s: examples_io.read_split(pipeline, source, s, "ToEnrich,") for s in splits}
+            all_examples = examples_io.read_all_splits(pipeline, source, "ForTimelines")
+            enriched = add_point_in_time_features(all_examples, to_enrich, config)
             for split, records in enriched.items():
                 examples_io.write_split(records, output, split)
         examples_io.mark_tf_example_payload(output)

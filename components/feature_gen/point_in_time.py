@@ -66,15 +66,19 @@ class FeatureGenConfig:
         )
 
 
-def _sorted_arrays(pairs: Iterable[tuple[int, int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(pairs, np.ndarray):
-        data = pairs.astype(np.int64).reshape(-1)
-    else:
-        data = np.fromiter((v for pair in pairs for v in pair), dtype=np.int64)
-    timestamps, values = data[0::2], data[1::2]
-    # Ordering ties by value too makes the recent-click window independent of input order.
-    order = np.lexsort((values, timestamps))
-    return timestamps[order], values[order]
+def timestamp_counts(rows: np.ndarray) -> np.ndarray:
+    """(t, impressions, clicks) rows, any order and repeats -> one row per distinct t, sorted by t.
+
+    A user's events collapse to these counts: every feature of an impression at t depends only
+    on the events before t, and ties are ordered by click (non-clicks first) where order matters.
+    """
+    rows = np.asarray(rows, np.int64).reshape(-1, 3)
+    distinct, group = np.unique(rows[:, 0], return_inverse=True)
+    counts = np.zeros((len(distinct), 3), np.int64)
+    counts[:, 0] = distinct
+    np.add.at(counts[:, 1], group, rows[:, 1])
+    np.add.at(counts[:, 2], group, rows[:, 2])
+    return counts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,14 +92,32 @@ class UserTimeline:
     @classmethod
     def from_events(cls, events: Iterable[tuple[int, int]] | np.ndarray, recent_window: int) -> UserTimeline:
         """From (timestamp, click) events in any order (pairs, or an (n, 2) array)."""
-        timestamps, clicks = _sorted_arrays(events)
-        distinct, first_index = np.unique(timestamps, return_index=True)
-        clicks_before = np.concatenate([[0], np.cumsum(clicks)])
-        window_start = np.maximum(first_index - recent_window, 0)
-        window_size = first_index - window_start
-        window_clicks = clicks_before[first_index] - clicks_before[window_start]
-        rates = np.divide(window_clicks, window_size, out=np.zeros(len(distinct)), where=window_size > 0)
-        return cls(distinct, clicks_before[first_index], rates)
+        pairs = np.asarray(list(events) if not isinstance(events, np.ndarray) else events, np.int64)
+        pairs = pairs.reshape(-1, 2)
+        ones = np.ones((len(pairs), 1), np.int64)
+        return cls.from_counts(timestamp_counts(np.hstack([pairs[:, :1], ones, pairs[:, 1:]])), recent_window)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, recent_window: int) -> UserTimeline:
+        """From `timestamp_counts` rows (t, impressions, clicks), one per distinct t, sorted.
+
+        The impressions are ordered by time, and within a timestamp non-clicks first (so the
+        window does not depend on input order). Before the group at t_g there are S_g
+        impressions with C_g clicks; the window is the impressions [max(S_g - W, 0), S_g), and
+        the clicks among the first p impressions are C_h + max(0, p - S_h - (n_h - c_h)) for the
+        group h holding position p.
+        """
+        timestamps, impressions, clicks = np.asarray(counts, np.int64).reshape(-1, 3).T
+        starts = np.concatenate([[0], np.cumsum(impressions)])  # S_g; the last entry is the total
+        clicks_before = np.concatenate([[0], np.cumsum(clicks)])  # C_g
+        window_start = np.maximum(starts[:-1] - recent_window, 0)
+        holder = np.searchsorted(starts[:-1], window_start, side="right") - 1
+        skipped_non_clicks = np.minimum(window_start - starts[:-1][holder], (impressions - clicks)[holder])
+        clicks_at_start = clicks_before[holder] + (window_start - starts[:-1][holder]) - skipped_non_clicks
+        window_size = starts[:-1] - window_start
+        window_clicks = clicks_before[:-1] - clicks_at_start
+        rates = np.divide(window_clicks, window_size, out=np.zeros(len(timestamps)), where=window_size > 0)
+        return cls(timestamps, clicks_before[:-1], rates)
 
     def at(self, timestamp: int) -> tuple[int, float]:
         """(view count, recent click rate) just before `timestamp`, one of the user's event times."""

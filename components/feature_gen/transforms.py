@@ -1,16 +1,18 @@
 """Beam transforms of FeatureGen (no TensorFlow import: they run in the workers).
 
-    impressions ─► (user, (t, click)) ─PackInt64─► UserTimeline per user ─┐ side inputs
-    impressions ─► (item, t)          ─PackInt64─► ItemTimeline per item ─┤ (compact arrays)
+    impressions ─► (user, (t, click)) ─CountPerTimestamp─► UserTimeline per user ─┐ side inputs
+    impressions ─► (item, t)          ─PackInt64─────────► ItemTimeline per item ─┤ (compact arrays)
     impressions of each split ─► add features (lookups in the timelines) ─► same split
 
-Only compact (timestamp, click) pairs are shuffled; full examples stream from
+Only compact int64 records are shuffled: per user, (t, impressions, clicks) per
+distinct timestamp; per item, its impression times. Full examples stream from
 the input files straight to the output files, so memory grows with the number
-of events times 8-24 bytes, not with the size of the examples.
+of requests and impressions times a few bytes, not with the size of the examples.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 
 import apache_beam as beam
@@ -22,6 +24,7 @@ from watchnext.components.feature_gen.point_in_time import (
     ItemTimeline,
     UserTimeline,
     derived_features,
+    timestamp_counts,
 )
 from watchnext.models import features
 
@@ -38,48 +41,62 @@ def _user_and_item_events(serialized: bytes):
 class PackInt64(beam.CombineFn):
     """Collects a key's fixed-width integer records into one (n, width) int64 array.
 
-    The accumulator is a list of packed chunks (bytes, 8 bytes per number)
-    followed by fewer than `pack_every` records not packed yet. Packing as
-    records arrive matters in the workers, where a lifted combine keeps up to
-    100,000 keys' accumulators until the bundle ends; packing again before
-    the shuffle means the runner buffers bytes, not a Python object per record.
+    The accumulator is a bytearray that each record appends 8 * width bytes to. A lifted
+    combine keeps up to 100,000 keys' accumulators in a worker until the bundle ends, and
+    the local runner holds every accumulator of the shuffle: both hold bytes, not a
+    Python tuple per record. Records are `width`-tuples of ints, or plain ints if width is 1.
     """
 
-    def __init__(self, width: int, pack_every: int = 64):
+    def __init__(self, width: int):
         self.width = width
-        self.pack_every = pack_every
+        self._format = f"<{width}q"  # struct caches the compiled format
 
-    def create_accumulator(self) -> list:
-        return []
+    def create_accumulator(self) -> bytearray:
+        return bytearray()
 
-    def add_input(self, accumulator: list, record) -> list:
-        accumulator.append(record)
-        tail = accumulator[-self.pack_every :]
-        if len(tail) == self.pack_every and not isinstance(tail[0], bytes):
-            accumulator[-self.pack_every :] = [self._pack(tail)]
+    def add_input(self, accumulator: bytearray, record) -> bytearray:
+        values = record if self.width > 1 else (record,)
+        accumulator += struct.pack(self._format, *values)
         return accumulator
 
-    def compact(self, accumulator: list) -> list:
-        return [self._pack(accumulator)] if accumulator else accumulator
+    def compact(self, accumulator: bytearray) -> bytes:
+        return bytes(accumulator)
 
-    def merge_accumulators(self, accumulators: Iterable[list]) -> list:
-        return [chunk for accumulator in accumulators for chunk in self.compact(accumulator)]
+    def merge_accumulators(self, accumulators: Iterable[bytes | bytearray]) -> bytearray:
+        merged = bytearray()
+        for accumulator in accumulators:
+            merged += accumulator
+        return merged
 
-    def extract_output(self, accumulator: list) -> np.ndarray:
-        return np.frombuffer(self._pack(accumulator), np.int64).reshape(-1, self.width)
-
-    @staticmethod
-    def _pack(accumulator: list) -> bytes:
-        chunks = [np.frombuffer(c, np.int64) for c in accumulator if isinstance(c, bytes)]
-        records = [r for r in accumulator if not isinstance(r, bytes)]
-        if records:
-            chunks.append(np.asarray(records, np.int64).reshape(-1))
-        return np.concatenate(chunks).tobytes() if chunks else b""
+    def extract_output(self, accumulator: bytes | bytearray) -> np.ndarray:
+        return np.frombuffer(bytes(accumulator), "<i8").astype(np.int64).reshape(-1, self.width)
 
 
-def _user_timeline(user_events: tuple[bytes, np.ndarray], recent_window: int):
-    user, events = user_events
-    return user, UserTimeline.from_events(events, recent_window).to_bytes()
+class CountPerTimestamp(PackInt64):
+    """A user's (t, click) events as `timestamp_counts` rows: (t, impressions, clicks) per distinct t.
+
+    Each event appends a (t, 1, click) record; `compact` (before the shuffle) and
+    `extract_output` collapse the records to one row per timestamp, so the shuffle and the
+    runner carry a row per request (a slate shares its timestamp), not one per impression.
+    """
+
+    def __init__(self):
+        super().__init__(width=3)
+
+    def add_input(self, accumulator: bytearray, record) -> bytearray:
+        timestamp, click = record
+        return super().add_input(accumulator, (timestamp, 1, click))
+
+    def compact(self, accumulator: bytes | bytearray) -> bytes:
+        return timestamp_counts(super().extract_output(accumulator)).tobytes()
+
+    def extract_output(self, accumulator: bytes | bytearray) -> np.ndarray:
+        return timestamp_counts(super().extract_output(accumulator))
+
+
+def _user_timeline(user_counts: tuple[bytes, np.ndarray], recent_window: int):
+    user, counts = user_counts
+    return user, UserTimeline.from_counts(counts, recent_window).to_bytes()
 
 
 def _item_timeline(item_times: tuple[bytes, np.ndarray]):
@@ -108,27 +125,23 @@ def add_features(serialized: bytes, users: dict, items: dict, config: FeatureGen
 
 
 def add_point_in_time_features(
-    for_timelines: dict[str, beam.PCollection],
+    all_examples: beam.PCollection,
     to_enrich: dict[str, beam.PCollection],
     config: FeatureGenConfig,
 ) -> dict[str, beam.PCollection]:
     """Each split's serialized examples (`to_enrich`) with the FeatureGen features added.
 
-    The input is read twice (`for_timelines` and `to_enrich`: two reads of the
-    same files): enriching waits for the timelines, and a second read lets it
-    stream from the files instead of buffering every example until then.
+    `all_examples` holds every split's examples (the timelines see all of them). The input
+    is read twice (`all_examples` and `to_enrich`: two reads of the same files): enriching
+    waits for the timelines, and a second read lets it stream from the files instead of
+    buffering every example until then.
     """
-    # Parse before flattening: a Flatten of several reads is buffered by the runner.
-    per_split = [
-        examples
-        | f"Events[{split}]" >> beam.FlatMap(_user_and_item_events).with_outputs("items", main="users")
-        for split, examples in for_timelines.items()
-    ]
-    user_events = [events.users for events in per_split] | "AllUserEvents" >> beam.Flatten()
-    item_events = [events["items"] for events in per_split] | "AllItemEvents" >> beam.Flatten()
+    split_events = beam.FlatMap(_user_and_item_events).with_outputs("items", main="users")
+    events = all_examples | "Events" >> split_events
+    user_events, item_events = events.users, events["items"]
     users = (
         user_events
-        | "PackUsers" >> beam.CombinePerKey(PackInt64(width=2))
+        | "CountUserEvents" >> beam.CombinePerKey(CountPerTimestamp())
         | "UserTimelines" >> beam.Map(_user_timeline, config.recent_window)
     )
     items = (

@@ -39,8 +39,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logging.info("SequenceGen: splits %s of %s, max_len %d", splits, source.uri, max_len)
 
         with self._make_beam_pipeline() as pipeline:
-            examples = [examples_io.read_split(pipeline, source, split) for split in splits]
-            sequences = build_sequences(examples, max_len)
+            sequences = build_sequences(examples_io.read_all_splits(pipeline, source), max_len)
             targets = [(kind, split) for kind in outputs for split in SPLITS]
             parts = sequences | "ByOutput" >> beam.Partition(
                 lambda r, _: targets.index((r[0], r[1])), len(targets)

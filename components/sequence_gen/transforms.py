@@ -121,16 +121,11 @@ class _UserSequences(beam.DoFn):
                 yield kind, split, tf_example.serialize(feature_lists)
 
 
-def build_sequences(examples_by_split: list[beam.PCollection], max_len: int) -> beam.PCollection:
-    """(kind, split, serialized example) from every split's raw examples."""
-    # Parse before flattening: a Flatten of several reads is buffered by the runner.
-    events = [
-        examples | f"UserEvents[{index}]" >> beam.Map(user_event)
-        for index, examples in enumerate(examples_by_split)
-    ]
+def build_sequences(examples: beam.PCollection, max_len: int) -> beam.PCollection:
+    """(kind, split, serialized example) from the raw examples of every split."""
     return (
-        events
-        | "AllUserEvents" >> beam.Flatten()
+        examples
+        | "UserEvents" >> beam.Map(user_event)
         | "LatestPerUser" >> beam.CombinePerKey(LatestEvents(max_len + 2))
         | "Sequences" >> beam.ParDo(_UserSequences(max_len))
     )
