@@ -140,30 +140,43 @@ JOBS = {
 # ---------------------------------------------------------------- measuring (parent process)
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
+def _rss_by_process(process: psutil.Process) -> dict[int, int]:
+    """RSS of a process and each of its descendants, by pid."""
+    sizes = {}
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            sizes[member.pid] = member.memory_info().rss
         except psutil.Error:
             pass
-    return total
+    return sizes
 
 
 def measure(job: str, *args) -> dict[str, float]:
-    """Runs one job in a child process; wall time and peak RSS of its whole process tree."""
+    """Runs one job in a child process; wall time and peak RSS of its whole process tree.
+
+    Also reports how that peak splits between the job process (the Beam runner, with TFX) and
+    its Beam worker processes, at the sample where the total peaked.
+    """
     command = [sys.executable, __file__, "_job", job, json.dumps(args)]
     started = time.monotonic()
     child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(HERE)})
     watched = psutil.Process(child.pid)
-    peak = 0
+    peak, peak_split = 0, {}
     while child.poll() is None:
-        peak = max(peak, _tree_rss(watched))
+        sizes = _rss_by_process(watched)
+        if sum(sizes.values()) > peak:
+            peak, peak_split = sum(sizes.values()), sizes
         time.sleep(SAMPLE_SECONDS)
     wall = time.monotonic() - started
     if child.returncode != 0:
         raise RuntimeError(f"job {job} failed with exit code {child.returncode}")
-    result = {"wall_s": round(wall, 1), "peak_rss_mib": round(peak / 2**20)}
+    workers = sorted((size for pid, size in peak_split.items() if pid != child.pid), reverse=True)
+    result = {
+        "wall_s": round(wall, 1),
+        "peak_rss_mib": round(peak / 2**20),
+        "at_peak_job_mib": round(peak_split.get(child.pid, 0) / 2**20),
+        "at_peak_workers_mib": [round(size / 2**20) for size in workers],
+    }
     print(f"[beam_features] {job}: {result}", file=sys.stderr)
     return result
 
