@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -209,9 +210,19 @@ def compare(beam: dict, pandas: dict, beam_uris: list[str], pandas_uris: list[st
     }
 
 
-def run_dataset(name: str, csv_dir: str, pattern: str, work: Path, args, with_pandas: bool) -> dict:
+def prepared(raw: str) -> bool:
+    return os.path.isdir(raw) and any(d.startswith("Split-") for d in os.listdir(raw))
+
+
+def run_dataset(name: str, csv_dir: str | None, pattern: str, work: Path, args, with_pandas: bool) -> dict:
     raw = str(work / name / "raw")
-    result = {"prepare_log_example_gen": measure("prepare", csv_dir, pattern, raw, args.workers)}
+    for output in ("beam_features", "beam_sequences", "pandas_features", "pandas_sequences"):
+        shutil.rmtree(work / name / output, ignore_errors=True)
+    if csv_dir is None:
+        result = {"prepare_log_example_gen": "reused " + raw}
+    else:
+        shutil.rmtree(raw, ignore_errors=True)
+        result = {"prepare_log_example_gen": measure("prepare", csv_dir, pattern, raw, args.workers)}
     result["rows"] = sum(output_digest(raw)["counts"].values()) if with_pandas else None
     beam_features = str(work / name / "beam_features")
     beam_sequences = str(work / name / "beam_sequences")
@@ -274,6 +285,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner workers (default 2)")
     parser.add_argument("--max-len", type=int, default=200)
     parser.add_argument("--work-dir", help="keep intermediate files here (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse-prepared",
+        action="store_true",
+        help="with --work-dir: reuse the raw Examples a previous run prepared for a scale point "
+        "(skips generating and LogExampleGen; the same seed gives the same data)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="beam_features_") as scratch:
@@ -285,7 +302,8 @@ def main() -> None:
             print(f"[beam_features] movielens: {json.dumps(report['movielens'])}", file=sys.stderr)
         scale = []
         for rows in [int(r) for r in args.scale_rows.split(",") if r]:
-            csv_dir = synthetic_csv(rows, work)
+            reuse = args.reuse_prepared and prepared(str(work / f"scale_{rows}" / "raw"))
+            csv_dir = None if reuse else synthetic_csv(rows, work)
             point = run_dataset(
                 f"scale_{rows}", csv_dir, "logs.csv", work, args, rows <= args.pandas_scale_max
             )
