@@ -126,14 +126,25 @@ def test_padding_mask_respected(data, kind):
 
 
 @pytest.mark.parametrize(
-    "heads,block_size,use_time,with_mask",
-    [(1, 16, False, False), (2, 16, True, True), (2, 24, False, True), (1, 128, True, False)],
+    "heads,block_size,use_time,with_mask,custom_min_keys",
+    [
+        (1, 16, False, False, 0),
+        (2, 16, True, True, 0),
+        (2, 24, False, True, 40),  # blocks with fewer than 40 keys use autodiff, the others not
+        (1, 128, True, False, 10**6),
+        (2, 16, True, True, 10**6),
+    ],
 )
-def test_blocked_equals_dense_forward_and_gradient(data, heads, block_size, use_time, with_mask):
+def test_blocked_equals_dense_forward_and_gradient(
+    data, monkeypatch, heads, block_size, use_time, with_mask, custom_min_keys
+):
     import tensorflow as tf
+
+    from watchnext.models.layers import hstu
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("gradient check written with tf.GradientTape")
+    monkeypatch.setattr(hstu, "CUSTOM_BACKWARD_MIN_KEYS", custom_min_keys)
     layer = make_hstu(heads=heads, block_size=block_size, use_time=use_time)
     x = tf.constant(data["x"])
     kwargs = {"timestamps": data["timestamps"] if use_time else None}
@@ -175,7 +186,8 @@ def test_silu_attention_gradient_matches_autodiff():
 
 
 def test_block_layout():
-    assert block_layout(200, 256) == (1, 200)
+    assert block_layout(200, 256) == (2, 104)
+    assert block_layout(128, 256) == (1, 128)
     assert block_layout(1024, 256) == (4, 256)
     assert block_layout(70, 16) == (5, 16)
     assert block_layout(201, 100) == (3, 72)
