@@ -7,9 +7,12 @@ output and scores the eval split the way the exported model does (position
 never read):
 
   a. position: bias tower vs position as an input feature vs no position:
-     click AUC on the randomized-position slice over seeds, the bias tower's
-     paired difference to each other arm with a bootstrap 95% interval (and
-     AUC of the true relevance draw on all eval rows);
+     click AUC on the randomized-position slice over seeds, pooled and grouped
+     by request (GAUC: the items a request ranks together; pooled AUC also
+     rewards predicting each device's mean examination rate, which a debiased
+     score leaves out), the bias tower's paired difference to each other arm
+     with a bootstrap 95% interval (rows, or requests for GAUC), and the AUC of
+     the true relevance draw on all eval rows;
   b. the bias tower's learned position effect vs the generator's true
      examination propensity: Spearman over positions 1..slate_size, per device;
   c. MMoE vs shared bottom: every task metric;
@@ -58,20 +61,37 @@ def logs_config(rows: int, seed: int, fresh_boost: float, new_user_short_bonus: 
     )
 
 
-def prepare(work: Path, rows: int, seed: int, workers: int, fresh_boost: float, new_user_short_bonus: float):
-    from watchnext.pipeline import local_runner
+def pipeline_config(work: Path, workers: int):
     from watchnext.pipeline.configs import PipelineConfig
     from watchnext.pipeline.data import synthetic
 
-    config = logs_config(rows, seed, fresh_boost, new_user_short_bonus)
-    logs = synthetic.generate(config, work / "logs")
-    pipeline = PipelineConfig(
-        data_dir=str(logs.out_dir), input_pattern=synthetic.LOGS_FILE, output_dir=str(work / "run"),
+    return PipelineConfig(
+        data_dir=str(work / "logs"), input_pattern=synthetic.LOGS_FILE, output_dir=str(work / "run"),
         train_steps=10, eval_steps=5, hstu_train_steps=1, beam_workers=workers,
     )  # fmt: skip
-    report = local_runner.run(pipeline)
-    log(report.format())
-    return config, logs, pipeline, report
+
+
+def prepare(work: Path, config, workers: int) -> None:
+    """Generates the logs and runs the pipeline (through Transform) on them."""
+    from watchnext.pipeline import local_runner
+    from watchnext.pipeline.data import synthetic
+
+    synthetic.generate(config, work / "logs")
+    log(local_runner.run(pipeline_config(work, workers)).format())
+
+
+def prepared(work: Path, config) -> bool:
+    """Whether `work` holds a finished pipeline run on logs generated with exactly `config`."""
+    from watchnext.pipeline.data import synthetic
+
+    truth = work / "logs" / synthetic.GROUND_TRUTH_FILE
+    if not truth.exists():
+        return False
+    same_logs = json.loads(truth.read_text())["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    transformed = glob.glob(
+        os.path.join(work, "run", "**", "Transform", "transformed_examples", "*"), recursive=True
+    )
+    return same_logs and bool(transformed)
 
 
 def count_records(pattern: str) -> int:
@@ -93,6 +113,7 @@ class EvalSet:
 
     features: dict
     position: np.ndarray
+    request: np.ndarray
     labels: dict
     randomized: np.ndarray
     new_user: np.ndarray
@@ -142,6 +163,7 @@ def load_eval_set(run_root: str, tf_transform_output, truth_path: Path, batch: i
     return EvalSet(
         features=joined,
         position=position,
+        request=raw[F.REQUEST_ID],
         labels=labels,
         randomized=raw[F.POSITION_RANDOMIZED] == 1,
         new_user=cohorts == b"new",
@@ -194,6 +216,50 @@ def paired_auc_difference(
     draws = [difference(rng.choice(everything, len(everything))) for _ in range(resamples)]
     low, high = np.nanpercentile(draws, [2.5, 97.5])
     return {"mean": difference(everything), "ci95_low": float(low), "ci95_high": float(high)}
+
+
+def per_group_auc(
+    labels: np.ndarray, scores: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(AUC, row count) of every group that has both classes, groups in sorted order."""
+    order = np.argsort(groups, kind="stable")
+    _, starts = np.unique(groups[order], return_index=True)
+    values, sizes = [], []
+    for rows in np.split(order, starts[1:]):
+        value = auc(labels[rows], scores[rows])
+        if value is not None:
+            values.append(value)
+            sizes.append(len(rows))
+    return np.asarray(values), np.asarray(sizes, float)
+
+
+def grouped_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+    """GAUC: the row-weighted mean of per-group AUC over groups with both classes."""
+    values, sizes = per_group_auc(labels, scores, groups)
+    return float(np.average(values, weights=sizes))
+
+
+def paired_grouped_auc_difference(
+    labels: np.ndarray,
+    groups: np.ndarray,
+    scores_a: list[np.ndarray],
+    scores_b: list[np.ndarray],
+    resamples: int = 2000,
+) -> dict[str, float]:
+    """Mean over seeds of GAUC(a) - GAUC(b), with a bootstrap 95% interval over groups (paired)."""
+    per_seed = []
+    for a, b in zip(scores_a, scores_b, strict=True):
+        (auc_a, sizes), (auc_b, _) = per_group_auc(labels, a, groups), per_group_auc(labels, b, groups)
+        per_seed.append(auc_a - auc_b)  # the same groups qualify for both: same labels
+    differences = np.mean(per_seed, axis=0)
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(differences), len(differences))
+        draws.append(np.average(differences[picked], weights=sizes[picked]))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    mean = float(np.average(differences, weights=sizes))
+    return {"mean": mean, "ci95_low": float(low), "ci95_high": float(high), "groups": len(differences)}
 
 
 def predict(model, features: dict, batch: int = 8192) -> dict[str, np.ndarray]:
@@ -308,6 +374,11 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="Beam DirectRunner workers")
     parser.add_argument("--work-dir", help="keep the pipeline outputs here (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse-prepared",
+        action="store_true",
+        help="with --work-dir: reuse its pipeline run if its logs were generated with the same settings",
+    )
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.WARNING)
 
@@ -315,22 +386,26 @@ def main() -> None:
 
     from watchnext.models.ranker import config as C
     from watchnext.models.ranker.trainer import train_ranker
+    from watchnext.pipeline.data import synthetic
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ranking_quality_") as scratch:
         work = Path(args.work_dir or scratch)
-        with contextlib.redirect_stdout(sys.stderr):  # Keras progress lines must not mix with the JSON
-            synthetic_config, logs, pipeline, report = prepare(
-                work, args.rows, args.data_seed, args.workers, args.fresh_boost, args.new_user_short_bonus
-            )
+        synthetic_config = logs_config(args.rows, args.data_seed, args.fresh_boost, args.new_user_short_bonus)
+        reused = args.reuse_prepared and prepared(work, synthetic_config)
+        if reused:
+            log(f"reusing the pipeline run in {work}")
+        else:
+            with contextlib.redirect_stdout(sys.stderr):  # Keras progress lines must not mix with the JSON
+                prepare(work, synthetic_config, args.workers)
         prepared_s = time.monotonic() - started
-        root = pipeline.pipeline_root
+        root = pipeline_config(work, args.workers).pipeline_root
         transform_output = tft.TFTransformOutput(
             newest(os.path.join(root, "Transform", "transform_graph", "*"))
         )
         examples = newest(os.path.join(root, "Transform", "transformed_examples", "*"))
         train_files = os.path.join(examples, "Split-train", "*.gz")
-        eval_set = load_eval_set(root, transform_output, logs.truth_path)
+        eval_set = load_eval_set(root, transform_output, work / "logs" / synthetic.TRUTH_FILE)
         train_rows = count_records(train_files)
         base = C.RankerConfig()
         steps = max(1, int(args.epochs * train_rows / base.batch_size))
@@ -372,22 +447,36 @@ def main() -> None:
             return scored(seed_arm(name, seed), seed=seed, **position_arms[name])["click"][e.randomized]
 
         labels = e.labels["click"][e.randomized]
+        requests = e.request[e.randomized]
         position_result: dict[str, object] = {}
         for name, changes in position_arms.items():
             per_seed = [auc(labels, randomized_click(name, seed)) for seed in seeds]
+            per_seed_grouped = [grouped_auc(labels, randomized_click(name, seed), requests) for seed in seeds]
             click = scored(name, **changes)["click"]
             position_result[name] = {
                 "click_auc_randomized_slice": over_seeds(per_seed),
+                "click_gauc_by_request_randomized_slice": over_seeds(per_seed_grouped),
                 "relevance_auc_all_eval_seed1": auc(e.relevant[known], click[known]),
             }  # fmt: skip
         position_result["randomized_examples"] = int(e.randomized.sum())
         position_result["randomized_clicks"] = int((labels > 0.5).sum())
-        position_result["best_by_mean"] = max(
-            position_arms, key=lambda n: position_result[n]["click_auc_randomized_slice"]["mean"] or -1.0
-        )
+        position_result["best_by_mean"] = {
+            metric: max(position_arms, key=lambda n, m=metric: position_result[n][m]["mean"] or -1.0)
+            for metric in ("click_auc_randomized_slice", "click_gauc_by_request_randomized_slice")
+        }
         position_result["bias_tower_minus_other"] = {
             other: paired_auc_difference(
                 labels,
+                [randomized_click(C.POSITION_BIAS_TOWER, seed) for seed in seeds],
+                [randomized_click(other, seed) for seed in seeds],
+            )
+            for other in position_arms
+            if other != C.POSITION_BIAS_TOWER
+        }
+        position_result["bias_tower_minus_other_gauc_by_request"] = {
+            other: paired_grouped_auc_difference(
+                labels,
+                requests,
                 [randomized_click(C.POSITION_BIAS_TOWER, seed) for seed in seeds],
                 [randomized_click(other, seed) for seed in seeds],
             )
@@ -441,7 +530,7 @@ def main() -> None:
             "train_rows": train_rows,
             "eval_rows": int(len(e.position)),
             "steps_per_arm": steps, "batch_size": base.batch_size, "epochs": args.epochs,
-            "pipeline_s": round(prepared_s, 1), "arm_train_s": arm_seconds,
+            "pipeline_s": "reused" if reused else round(prepared_s, 1), "arm_train_s": arm_seconds,
             "total_s": round(time.monotonic() - started, 1),
         }  # fmt: skip
         print(json.dumps(rounded(result), indent=2))

@@ -128,21 +128,39 @@ def test_trained_model_saves_and_loads_with_equal_outputs(tmp_path, deep):
         )
 
 
-def test_ranking_benchmark_generates_logs_with_its_two_biases(tmp_path):
-    import json
+def _ranking_benchmark():
     import sys
     from pathlib import Path
-
-    from watchnext.pipeline.data import synthetic
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
         import ranking_quality
     finally:
         sys.path.pop(0)
+    return ranking_quality
+
+
+def test_ranking_benchmark_generates_logs_with_its_two_biases(tmp_path):
+    import json
+
+    from watchnext.pipeline.data import synthetic
+
+    ranking_quality = _ranking_benchmark()
     config = ranking_quality.logs_config(rows=600, seed=3, fresh_boost=1.25, new_user_short_bonus=0.75)
     logs = synthetic.generate(config, tmp_path)
     written = json.loads(logs.ground_truth_path.read_text())["config"]
     assert written["fresh_item_ranker_boost"] == 1.25
     assert written["new_user_short_item_relevance_bonus"] == 0.75
     assert config.num_requests * config.slate_size >= 600
+
+
+def test_ranking_benchmark_grouped_auc_weights_groups_by_rows_and_skips_one_class_groups():
+    bench = _ranking_benchmark()
+    groups = np.array([b"r1"] * 4 + [b"r2"] * 2 + [b"r3"] * 3)
+    labels = np.array([1, 0, 1, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.5, 0.4, 0.6])  # r1 perfect, r2 reversed, r3 one class
+    assert bench.grouped_auc(labels, scores, groups) == pytest.approx((4 * 1.0 + 2 * 0.0) / 6)
+    same = bench.paired_grouped_auc_difference(labels, groups, [scores], [scores], resamples=50)
+    assert same["mean"] == 0.0 and same["groups"] == 2
+    better = bench.paired_grouped_auc_difference(labels, groups, [scores], [-scores], resamples=50)
+    assert better["mean"] == pytest.approx((4 * 1.0 + 2 * -1.0) / 6)
