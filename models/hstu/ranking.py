@@ -90,6 +90,7 @@ import numpy as np
 from keras import ops
 
 from watchnext.models import features
+from watchnext.models.hstu.config_compile import ConfigCompiledModel
 from watchnext.models.hstu.encoder import HSTU_CONFIG, EncoderConfig, make_block
 from watchnext.models.hstu.mfalcon import backend_jit
 from watchnext.models.layers.hstu import dropout
@@ -297,7 +298,7 @@ def _position_weights(
 
 
 @keras.saving.register_keras_serializable(package="watchnext")
-class SequentialRankingModel(keras.Model):
+class SequentialRankingModel(ConfigCompiledModel, keras.Model):
     """HSTU ranking model over interleaved item/action tokens (see the module docstring).
 
     Args:
@@ -464,19 +465,9 @@ class SequentialRankingModel(keras.Model):
         c = self.ranking_config
         return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
 
-    def compile(self, optimizer: Any = None, jit_compile: Any = None, **kwargs: Any) -> None:
-        """`keras.Model.compile` with this model's optimizer and jit defaults (no `loss` needed)."""
-        super().compile(
-            optimizer=optimizer if optimizer is not None else self.make_optimizer(),
-            jit_compile=self.ranking_config.jit_compile if jit_compile is None else jit_compile,
-            **kwargs,
-        )
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        """Re-compile a loaded model with its saved compile arguments (through this `compile`)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.optimizer is not None and self.built:
-            self.optimizer.build(self.trainable_variables)
+    @property
+    def default_jit_compile(self) -> bool:
+        return self.ranking_config.jit_compile
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

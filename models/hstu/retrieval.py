@@ -67,6 +67,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from watchnext.models.hstu.config_compile import ConfigCompiledModel
 from watchnext.models.hstu.encoder import HSTU_CONFIG, EncoderConfig, SequentialEncoder, l2_normalize
 from watchnext.models.hstu.mfalcon import backend_jit
 
@@ -171,7 +172,7 @@ def _split_inputs(inputs: Any) -> tuple[Any, Any]:
 
 
 @keras.saving.register_keras_serializable(package="watchnext")
-class SequentialRetrievalModel(keras.Model):
+class SequentialRetrievalModel(ConfigCompiledModel, keras.Model):
     """`SequentialEncoder` trained with the sampled-softmax next-item loss (module docstring).
 
     Args:
@@ -231,19 +232,9 @@ class SequentialRetrievalModel(keras.Model):
             )
         return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
 
-    def compile(self, optimizer: Any = None, jit_compile: Any = None, **kwargs: Any) -> None:
-        """`keras.Model.compile` with this model's optimizer and jit defaults (no `loss` needed)."""
-        super().compile(
-            optimizer=optimizer if optimizer is not None else self.make_optimizer(),
-            jit_compile=self.retrieval_config.jit_compile if jit_compile is None else jit_compile,
-            **kwargs,
-        )
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        """Re-compile a loaded model with its saved compile arguments (through this `compile`)."""
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.optimizer is not None and self.built:
-            self.optimizer.build(self.trainable_variables)
+    @property
+    def default_jit_compile(self) -> bool:
+        return self.retrieval_config.jit_compile
 
     # -- loss -----------------------------------------------------------------------------------
 
