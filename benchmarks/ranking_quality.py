@@ -274,6 +274,22 @@ def predict(model, features: dict, batch: int = 8192) -> dict[str, np.ndarray]:
     return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
+def click_without_bias_tower(model, features: dict, click: np.ndarray) -> np.ndarray:
+    """The served click probability minus the bias tower's missing-position logit (per device).
+
+    What the model would serve with `bias_tower_at_serving=False`: the same order within a
+    request, without the device's mean examination.
+    """
+    import keras
+
+    from watchnext.models import features as F
+
+    device = keras.ops.convert_to_tensor(np.reshape(features[F.DEVICE], (-1,)).astype("int32"))
+    missing = keras.ops.convert_to_numpy(model.bias_tower(keras.ops.zeros_like(device), device))
+    logit = np.log(click.astype("float64")) - np.log1p(-click.astype("float64"))
+    return 1.0 / (1.0 + np.exp(-(logit - missing.reshape(-1))))
+
+
 def task_metrics(predictions: dict, labels: dict, mask: np.ndarray | None = None) -> dict[str, float | None]:
     from watchnext.models import features as F
 
@@ -329,7 +345,7 @@ def polarization(model, eval_set: EvalSet) -> list[float]:
 
     from watchnext.models.layers import gate_polarization
 
-    hidden = model.bottom(model.deep_input(eval_set.features))
+    hidden = model.hidden(eval_set.features)
     return [float(v) for v in keras.ops.convert_to_numpy(gate_polarization(model.deep.gates(hidden)))]
 
 
@@ -458,6 +474,14 @@ def main() -> None:
                 "click_gauc_by_request_randomized_slice": over_seeds(per_seed_grouped),
                 "relevance_auc_all_eval_seed1": auc(e.relevant[known], click[known]),
             }  # fmt: skip
+        tower_arms = [seed_arm(C.POSITION_BIAS_TOWER, seed) for seed in seeds]
+        left_out = [
+            click_without_bias_tower(arms[name], e.features, scored(name)["click"]) for name in tower_arms
+        ]
+        position_result[C.POSITION_BIAS_TOWER]["tower_left_out_at_serving"] = {
+            "click_auc_randomized_slice": over_seeds([auc(labels, c[e.randomized]) for c in left_out]),
+            "relevance_auc_all_eval_seed1": auc(e.relevant[known], left_out[0][known]),
+        }
         position_result["randomized_examples"] = int(e.randomized.sum())
         position_result["randomized_clicks"] = int((labels > 0.5).sum())
         position_result["best_by_mean"] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -69,20 +71,46 @@ def test_score_is_the_configured_combination_of_task_predictions():
     np.testing.assert_allclose(outputs["score"], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_bias_tower_changes_click_only_in_training_and_never_without_position():
+def test_bias_tower_reads_position_in_training_and_scores_it_as_missing_at_inference():
     model = MultitaskRanker(C.RankerConfig(position_dropout=0.0, gate_dropout=0.0), VOCABULARY_SIZES)
     with_position = transformed_batch()
     without_position = transformed_batch(with_position=False)
     model(with_position)
-    bias = model.bias_tower.logit
-    bias.bias.assign(np.array([3.0], "float32"))  # a large bias makes the difference visible
+    # Logged positions get +3 over the missing row, so reading them is visible in the click logit.
+    table = model.bias_tower.position_embedding.embeddings
+    rows = np.zeros(tuple(table.shape), "float32")
+    rows[1:] = 3.0
+    table.assign(rows)
+    model.bias_tower.logit.kernel.assign(np.ones(tuple(model.bias_tower.logit.kernel.shape), "float32"))
 
-    def click(inputs, training):
+    def click(inputs, training, model=model):
         return keras.ops.convert_to_numpy(model(inputs, training=training)[C.TASK_CLICK])
 
     np.testing.assert_array_equal(click(with_position, False), click(without_position, False))
     np.testing.assert_array_equal(click(without_position, True), click(without_position, False))
-    assert (click(with_position, True) > click(with_position, False)).all()
+    logged = with_position[F.POSITION].reshape(-1) > 0  # position 0 is missing in the logs too
+    trained, served = click(with_position, True), click(with_position, False)
+    assert logged.any() and (trained[logged] > served[logged]).all()
+    np.testing.assert_array_equal(trained[~logged], served[~logged])
+
+
+def test_bias_tower_at_serving_adds_the_missing_position_logit_per_device_or_nothing():
+    config = C.RankerConfig(position_dropout=0.0, gate_dropout=0.0)
+    model = MultitaskRanker(config, VOCABULARY_SIZES)
+    batch = transformed_batch()
+    model(batch)
+    logit = model.bias_tower.logit
+    logit.bias.assign(np.array([3.0], "float32"))
+    device = keras.ops.convert_to_tensor(batch[F.DEVICE].reshape(-1).astype("int32"))
+    missing = keras.ops.convert_to_numpy(model.bias_tower(keras.ops.zeros_like(device), device)).reshape(-1)
+
+    def click_logit(ranker):
+        probability = keras.ops.convert_to_numpy(ranker(batch, training=False)[C.TASK_CLICK])
+        return np.log(probability.astype("float64") / (1.0 - probability))
+
+    with_tower = click_logit(model)
+    model.config = dataclasses.replace(config, bias_tower_at_serving=False)
+    np.testing.assert_allclose(with_tower - click_logit(model), missing, rtol=1e-3, atol=1e-3)
 
 
 def test_position_feature_mode_scores_a_missing_position_as_the_serving_position():
@@ -96,6 +124,31 @@ def test_position_feature_mode_scores_a_missing_position_as_the_serving_position
         keras.ops.convert_to_numpy(model(transformed_batch(with_position=False))["score"]),
         rtol=1e-6,
     )
+
+
+def test_poso_ranker_personalizes_the_bottom_layer_when_asked():
+    from watchnext.models.layers import PosoDense
+
+    poso = MultitaskRanker(C.RankerConfig(deep=C.DEEP_POSO_MMOE, poso_bottom=True), VOCABULARY_SIZES)
+    plain_bottom = MultitaskRanker(C.RankerConfig(deep=C.DEEP_POSO_MMOE), VOCABULARY_SIZES)
+    mmoe = MultitaskRanker(C.RankerConfig(deep=C.DEEP_MMOE), VOCABULARY_SIZES)
+    assert isinstance(poso.bottom, PosoDense)
+    assert not isinstance(plain_bottom.bottom, PosoDense) and not isinstance(mmoe.bottom, PosoDense)
+    batch = transformed_batch()
+    assert tuple(poso.hidden(batch).shape) == (BATCH, poso.config.bottom_units)
+
+
+@pytest.mark.parametrize("as_oov", [True, False])
+def test_new_users_share_the_oov_user_row_when_configured(as_oov):
+    model = MultitaskRanker(C.RankerConfig(new_user_id_as_oov=as_oov), VOCABULARY_SIZES)
+    batch = transformed_batch()
+    batch[F.USER_IS_NEW] = np.ones_like(batch[F.USER_IS_NEW])
+    other_users = dict(batch, **{F.USER_ID: (batch[F.USER_ID] + 1) % (VOCABULARY_SIZES[F.USER_ID] - 1)})
+
+    def score(inputs):
+        return keras.ops.convert_to_numpy(model(inputs, training=False)["score"])
+
+    assert np.array_equal(score(batch), score(other_users)) == as_oov
 
 
 def test_masked_squared_error_ignores_missing_ratings():

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 # Position handling, for the ranking-quality comparison (methods.md section 1).
-POSITION_BIAS_TOWER = "bias_tower"  # shallow tower, added to the click logit in training only
+POSITION_BIAS_TOWER = "bias_tower"  # shallow tower on (position, device), added to the click logit
 POSITION_FEATURE = "feature"  # position as an ordinary deep input (scored at `serving_position`)
 POSITION_NONE = "none"  # position not used at all
 POSITION_MODES = (POSITION_BIAS_TOWER, POSITION_FEATURE, POSITION_NONE)
@@ -51,9 +51,18 @@ class RankerConfig:
     tower_units: int = 32
     gate_dropout: float = 0.1
     position_dropout: float = 0.1
+    # bias_tower mode, inference: add the tower's logit at position = missing (the YouTube
+    # paper's serving rule; a per-device constant, so a request's ranking is unchanged) or
+    # leave the tower out entirely (False).
+    bias_tower_at_serving: bool = True
     serving_position: int = 1  # position_mode="feature" only: what it scores at
     wide_bins: int = 50_000
     poso_scale: float = 2.0
+    # A new user's id is looked up as out-of-vocabulary, in training too: at serving a new user
+    # is almost never in the vocabulary, so one learned "new user" row replaces both an
+    # untrained OOV row (serving) and a row fit to a handful of impressions (training).
+    new_user_id_as_oov: bool = True
+    poso_bottom: bool = False  # deep="poso_mmoe": the shared bottom layer is a PosoDense too
     loss_weights: tuple[tuple[str, float], ...] = (
         (TASK_CLICK, 1.0),
         (TASK_WATCH_TIME, 0.2),

@@ -2,10 +2,11 @@
 
     x      = [E_user, E_item, E_user ⊙ E_item, mean(E_genre), E_device, E_surface, E_hour, E_views,
               E_age, numerics]
-    h      = ReLU(W_b x)                                          shared bottom layer
+    h      = ReLU(W_b x)  [POSO: C g(x_pc) ⊙ ReLU(W_b x)]        shared bottom layer
     f^t    = MMoE(h)^t | PosoMMoE(h, x_pc)^t | ReLU(W_s h)        deep part, per task t
     z^t    = w_t^T ReLU(V_t f^t) + wide^t(crosses)                task logit / value
-    z^click += b(position, device)                                 bias tower, training only
+    z^click += b(position, device)                                 bias tower (position missing
+                                                                   at inference)
 
 Tasks (config.TASKS): click and like are sigmoid probabilities (BCE), watch time
 predicts log1p(seconds) (squared error), rating predicts 1-5 (squared error,
@@ -16,10 +17,22 @@ The wide part is one learned weight per task for each hashed cross
 The personalization code of POSO is x_pc = [one_hot(view bucket), user_is_new, item_is_new].
 
 Position: with `position_mode="bias_tower"` the shallow tower's logit is added
-to the click logit only when `position` is among the inputs and the model runs
-in training mode; serving signatures never pass position, so serving scores
-the unbiased relevance. With `"feature"` position is a deep input, scored at
-`config.serving_position` when absent. With `"none"` it is ignored.
+to the click logit. In training it reads the logged position (dropped to
+missing at rate `position_dropout`); at inference (and in training without a
+`position` input) position is missing whatever the inputs hold, as the YouTube
+paper serves it: b(missing, device) is a per-device constant (the device's mean
+examination), so the order of one request's candidates is the unbiased
+relevance order and the click probability stays calibrated per device.
+`bias_tower_at_serving=False` leaves the tower out at inference instead. With
+`"feature"` position is a deep input, scored at `config.serving_position` when
+absent. With `"none"` it is ignored.
+
+Cold users: with `new_user_id_as_oov` a new user's id (user_is_new = 1) is looked up as
+the out-of-vocabulary row in training and at serving, so every new user shares one
+learned embedding (a new user met at serving is out of the vocabulary anyway).
+
+With `deep="poso_mmoe"` and `poso_bottom` the shared bottom layer is a
+`PosoDense` as well (POSO on the MLP and on the MMoE, as the paper deploys it).
 
 Example:
     ranker = MultitaskRanker(RankerConfig(), vocabulary_sizes={"user_id": 1001, ...})
@@ -34,7 +47,7 @@ import keras
 from keras import ops
 
 from watchnext.models import features as F
-from watchnext.models.layers import MMoE, PosoMMoE, ShallowBiasTower
+from watchnext.models.layers import MMoE, PosoDense, PosoMMoE, ShallowBiasTower
 from watchnext.models.ranker import config as C
 from watchnext.models.ranker.preprocessing import AGE_BOUNDARIES_DAYS, NUM_POSITIONS
 
@@ -123,7 +136,10 @@ class MultitaskRanker(keras.Model):
             )
         self.wide = keras.layers.Embedding(cfg.wide_bins, len(C.TASKS), embeddings_initializer="zeros",
                                            name="wide")  # fmt: skip
-        self.bottom = keras.layers.Dense(cfg.bottom_units, activation="relu", name="bottom")
+        if cfg.deep == C.DEEP_POSO_MMOE and cfg.poso_bottom:
+            self.bottom = PosoDense(cfg.bottom_units, activation="relu", scale=cfg.poso_scale, name="bottom")
+        else:
+            self.bottom = keras.layers.Dense(cfg.bottom_units, activation="relu", name="bottom")
         num_tasks = len(C.TASKS)
         if cfg.deep == C.DEEP_MMOE:
             self.deep = MMoE(cfg.num_experts, list(cfg.expert_units), num_tasks,
@@ -176,7 +192,7 @@ class MultitaskRanker(keras.Model):
                 total = ops.sum(table(genre_ids) * mask, axis=1)
                 embedded[name] = total / ops.maximum(ops.sum(mask, axis=1), 1.0)
             else:
-                embedded[name] = table(ops.clip(self._int(inputs[name]), 0, self.sizes[name] - 1))
+                embedded[name] = table(self._index(inputs, name))
         # The user x item cross: an MLP learns a dot product slowly, so it gets the products.
         pieces = [*embedded.values(), embedded[F.USER_ID] * embedded[F.ITEM_ID]]
         pieces.append(ops.stack([self._float(inputs[name]) for name in NUMERIC_FEATURES], axis=-1))
@@ -184,9 +200,15 @@ class MultitaskRanker(keras.Model):
             pieces.append(self.position_embedding(self._position(inputs, self.config.serving_position)))
         return ops.concatenate(pieces, axis=-1)
 
+    def hidden(self, inputs: dict) -> Any:
+        """The shared bottom layer's output `(batch, bottom_units)`."""
+        if isinstance(self.bottom, PosoDense):
+            return self.bottom(self.deep_input(inputs), self.personalization_code(inputs))
+        return self.bottom(self.deep_input(inputs))
+
     def task_features(self, inputs: dict, training: bool | None = None) -> Any:
         """Per-task inputs of the towers: `(batch, num_tasks, units)` (the layer near the output)."""
-        hidden = self.bottom(self.deep_input(inputs))
+        hidden = self.hidden(inputs)
         if self.config.deep == C.DEEP_POSO_MMOE:
             return self.deep(hidden, self.personalization_code(inputs), training=training)
         if self.config.deep == C.DEEP_MMOE:
@@ -202,10 +224,18 @@ class MultitaskRanker(keras.Model):
         return total
 
     def bias_logit(self, inputs: dict, training: bool | None = None) -> Any:
-        """The bias tower's logit `(batch, 1)`, or None where it does not apply."""
-        if self.config.position_mode != C.POSITION_BIAS_TOWER or not training or F.POSITION not in inputs:
+        """The bias tower's logit `(batch, 1)`, or None where it does not apply.
+
+        Position 0 is the tower's "missing" row: used at inference whatever `inputs` hold.
+        """
+        if self.config.position_mode != C.POSITION_BIAS_TOWER:
             return None
-        return self.bias_tower(self._position(inputs, 0), self._int(inputs[F.DEVICE]), training=training)
+        device = self._int(inputs[F.DEVICE])
+        if training and F.POSITION in inputs:
+            return self.bias_tower(self._position(inputs, 0), device, training=True)
+        if training or self.config.bias_tower_at_serving:
+            return self.bias_tower(ops.zeros_like(device), device, training=False)
+        return None
 
     # ------------------------------------------------------------------ call
 
@@ -225,6 +255,14 @@ class MultitaskRanker(keras.Model):
         return outputs
 
     # ------------------------------------------------------------------ helpers
+
+    def _index(self, inputs: dict, name: str) -> Any:
+        """Row of `name`'s table; a new user's id -> the OOV row (the last) with `new_user_id_as_oov`."""
+        last = self.sizes[name] - 1
+        index = ops.clip(self._int(inputs[name]), 0, last)
+        if name == F.USER_ID and self.config.new_user_id_as_oov:
+            index = ops.where(self._int(inputs[F.USER_IS_NEW]) > 0, ops.full_like(index, last), index)
+        return index
 
     def _position(self, inputs: dict, default: int) -> Any:
         if F.POSITION not in inputs:
