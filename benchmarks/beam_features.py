@@ -307,7 +307,7 @@ def main() -> None:
             point = run_dataset(
                 f"scale_{rows}", csv_dir, "logs.csv", work, args, rows <= args.pandas_scale_max
             )
-            scale.append({"rows": rows, **point})
+            scale.append({**point, "rows": rows})  # run_dataset counts rows only when pandas runs
             print(f"[beam_features] scale point: {json.dumps(scale[-1])}", file=sys.stderr)
         if scale:
             report["scale"] = scale
