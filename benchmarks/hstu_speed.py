@@ -8,6 +8,9 @@ Measures, side by side in one process:
      holds --tokens tokens (at least one sequence). The two blocks are timed alternately in each
      repeat (warm-up calls excluded); reported: medians and their ratio hstu_over_sasrec (target
      <= 0.7 / 0.4 / 0.3 at n = 200 / 1024 / 4096) and the median of the per-repeat ratios.
+     Each n is measured on full-length batches and, with --min-length-fractions, on right-padded
+     batches (lengths ~ U[f n, n], passed to both blocks at run time): the HSTU block skips
+     padding query blocks, the SASRec block (dense softmax attention) masks them.
      Blocks: HSTULayer (1 head, dqk = dv = d, blocked attention, position bias) and SASRecBlock
      as in the public SASRec baseline (1 head, ffn 50, dropout 0.2 also on the attention
      probabilities, like torch MultiheadAttention(dropout=0.2) there).
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -62,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--block-size", type=int, default=None, help="HSTU query block (default: layer's)")
     parser.add_argument("--hstu-impl", default="blocked", choices=["blocked", "dense"])
+    parser.add_argument(
+        "--min-length-fractions",
+        default="1,0.5",
+        help="per batch kind: each sequence's valid length ~ U[f n, n], right-padded to n, the same "
+        "padding for both blocks (1 = full length, no padding)",
+    )
     parser.add_argument("--modes", default="off,xla", help="off, xla, eager, graph (TF only)")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (compile, caches)")
@@ -83,27 +93,33 @@ def int_list(text: str) -> list[int]:
 # -- backend-specific fwd+bwd steps ------------------------------------------------------------------
 
 
-def tf_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Callable[[], Any]:
+# Lengths are a runtime argument of the compiled step (not a captured constant), so the
+# compiler cannot resolve which padding blocks are empty ahead of time.
+
+
+def tf_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str, lengths: Any) -> Callable[[], Any]:
     import tensorflow as tf
 
-    def step(x: Any) -> Any:
+    def step(x: Any, lengths: Any) -> Any:
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(layer(x, training=True) * cotangent)
+            loss = tf.reduce_sum(layer(x, lengths=lengths, training=True) * cotangent)
         return tape.gradient(loss, [x, *layer.trainable_variables])
 
     fn = step if mode == "eager" else tf.function(step, jit_compile=(mode == "xla"))
-    return lambda: [g.numpy() for g in fn(x)[:1]]
+    return lambda: [g.numpy() for g in fn(x, lengths)[:1]]
 
 
-def jax_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Callable[[], Any]:
+def jax_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str, lengths: Any) -> Callable[[], Any]:
     import jax
 
     trainable = [v.value for v in layer.trainable_variables]
     non_trainable = [v.value for v in layer.non_trainable_variables]
 
-    def loss_fn(trainable: Any, x: Any, non_trainable: Any) -> Any:
-        y, new_non_trainable = layer.stateless_call(trainable, non_trainable, x, training=True)
+    def loss_fn(trainable: Any, x: Any, non_trainable: Any, lengths: Any) -> Any:
+        y, new_non_trainable = layer.stateless_call(
+            trainable, non_trainable, x, lengths=lengths, training=True
+        )
         return (y * cotangent).sum(), new_non_trainable
 
     grad = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
@@ -111,22 +127,25 @@ def jax_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Ca
     state = {"non_trainable": non_trainable}
 
     def run() -> Any:
-        (_, state["non_trainable"]), grads = fn(trainable, x, state["non_trainable"])
+        (_, state["non_trainable"]), grads = fn(trainable, x, state["non_trainable"], lengths)
         return jax.block_until_ready(grads)
 
     return run
 
 
-def make_step(layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str) -> Callable[[], Any]:
+def make_step(
+    layer: keras.layers.Layer, x: Any, cotangent: Any, mode: str, lengths: Any = None
+) -> Callable[[], Any]:
+    """One compiled fwd+bwd call of `layer` on right-padded `x` (`lengths` None: no padding)."""
     backend = keras.backend.backend()
     if mode == "off":
         mode = "graph" if backend == "tensorflow" else "eager"
     if backend == "tensorflow":
-        return tf_step(layer, x, cotangent, mode)
+        return tf_step(layer, x, cotangent, mode, lengths)
     if backend == "jax":
         if mode == "graph":
             raise ValueError("mode 'graph' exists only on the TensorFlow backend")
-        return jax_step(layer, x, cotangent, mode)
+        return jax_step(layer, x, cotangent, mode, lengths)
     raise ValueError(f"unsupported backend {backend}")
 
 
@@ -174,6 +193,14 @@ def build_blocks(args: argparse.Namespace, n: int) -> tuple[HSTULayer, SASRecBlo
     return hstu, sasrec
 
 
+def padded_lengths(rng: np.random.Generator, batch: int, n: int, min_fraction: float) -> Any:
+    """Valid lengths ~ U[ceil(min_fraction n), n] per sequence, or None for full-length batches."""
+    if min_fraction >= 1.0:
+        return None
+    low = max(1, math.ceil(min_fraction * n))
+    return keras.ops.convert_to_tensor(rng.integers(low, n + 1, size=batch).astype("int32"))
+
+
 def block_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
     rng = np.random.default_rng(args.seed)
     results = []
@@ -182,29 +209,38 @@ def block_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
         x = keras.ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
         cotangent = keras.ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
         hstu, sasrec = build_blocks(args, n)
-        for mode in [m for m in args.modes.split(",") if m]:
-            steps = {
-                "hstu": make_step(hstu, x, cotangent, mode),
-                "sasrec": make_step(sasrec, x, cotangent, mode),
-            }
-            times = side_by_side(steps, args.repeats, args.warmup)
-            hstu_s, sasrec_s = statistics.median(times["hstu"]), statistics.median(times["sasrec"])
-            ratio = hstu_s / sasrec_s
-            paired = statistics.median(h / s for h, s in zip(times["hstu"], times["sasrec"], strict=True))
-            entry = {
-                "n": n,
-                "batch": shape[0],
-                "mode": mode,
-                "hstu_ms": round(1e3 * hstu_s, 3),
-                "sasrec_ms": round(1e3 * sasrec_s, 3),
-                "hstu_over_sasrec": round(ratio, 3),
-                "median_paired_ratio": round(paired, 3),
-            }
-            if n in TARGETS:
-                entry["target"] = TARGETS[n]
-                entry["meets_target"] = ratio <= TARGETS[n]
-            results.append(entry)
-            print(json.dumps(entry), flush=True, file=_progress())
+        for min_fraction in [float(f) for f in args.min_length_fractions.split(",") if f.strip()]:
+            lengths = padded_lengths(rng, shape[0], n, min_fraction)
+            valid = (
+                1.0
+                if lengths is None
+                else float(np.sum(keras.ops.convert_to_numpy(lengths))) / (n * shape[0])
+            )
+            for mode in [m for m in args.modes.split(",") if m]:
+                steps = {
+                    "hstu": make_step(hstu, x, cotangent, mode, lengths),
+                    "sasrec": make_step(sasrec, x, cotangent, mode, lengths),
+                }
+                times = side_by_side(steps, args.repeats, args.warmup)
+                hstu_s, sasrec_s = statistics.median(times["hstu"]), statistics.median(times["sasrec"])
+                ratio = hstu_s / sasrec_s
+                paired = statistics.median(h / s for h, s in zip(times["hstu"], times["sasrec"], strict=True))
+                entry = {
+                    "n": n,
+                    "batch": shape[0],
+                    "min_length_fraction": min_fraction,
+                    "valid_token_fraction": round(valid, 3),
+                    "mode": mode,
+                    "hstu_ms": round(1e3 * hstu_s, 3),
+                    "sasrec_ms": round(1e3 * sasrec_s, 3),
+                    "hstu_over_sasrec": round(ratio, 3),
+                    "median_paired_ratio": round(paired, 3),
+                }
+                if n in TARGETS:
+                    entry["target"] = TARGETS[n]
+                    entry["meets_target"] = ratio <= TARGETS[n]
+                results.append(entry)
+                print(json.dumps(entry), flush=True, file=_progress())
     return results
 
 

@@ -126,17 +126,18 @@ def test_padding_mask_respected(data, kind):
 
 
 @pytest.mark.parametrize(
-    "heads,block_size,use_time,with_mask,custom_min_keys",
+    "heads,block_size,use_time,with_mask,custom_min_keys,per_sequence_max_blocks",
     [
-        (1, 16, False, False, 0),
-        (2, 16, True, True, 0),
-        (2, 24, False, True, 40),  # blocks with fewer than 40 keys use autodiff, the others not
-        (1, 128, True, False, 10**6),
-        (2, 16, True, True, 10**6),
+        (1, 16, False, False, 0, 64),
+        (2, 16, True, True, 0, 64),
+        (2, 24, False, True, 40, 64),  # blocks with fewer than 40 keys use autodiff, the others not
+        (1, 128, True, False, 10**6, 64),
+        (2, 16, True, True, 10**6, 64),
+        (2, 16, True, True, 0, 0),  # padding blocks skipped for the batch, not per sequence
     ],
 )
 def test_blocked_equals_dense_forward_and_gradient(
-    data, monkeypatch, heads, block_size, use_time, with_mask, custom_min_keys
+    data, monkeypatch, heads, block_size, use_time, with_mask, custom_min_keys, per_sequence_max_blocks
 ):
     import tensorflow as tf
 
@@ -145,6 +146,7 @@ def test_blocked_equals_dense_forward_and_gradient(
     if keras.backend.backend() != "tensorflow":
         pytest.skip("gradient check written with tf.GradientTape")
     monkeypatch.setattr(hstu, "CUSTOM_BACKWARD_MIN_KEYS", custom_min_keys)
+    monkeypatch.setattr(hstu, "PER_SEQUENCE_SKIP_MAX_BLOCKS", per_sequence_max_blocks)
     layer = make_hstu(heads=heads, block_size=block_size, use_time=use_time)
     x = tf.constant(data["x"])
     kwargs = {"timestamps": data["timestamps"] if use_time else None}
@@ -193,7 +195,11 @@ def test_block_layout():
     assert block_layout(201, 100) == (3, 72)
 
 
-def test_empty_block_skipping_matches_dense(data):
+@pytest.mark.parametrize("per_sequence_max_blocks", [0, 64])  # skip per batch / per sequence
+def test_empty_block_skipping_matches_dense(data, monkeypatch, per_sequence_max_blocks):
+    from watchnext.models.layers import hstu
+
+    monkeypatch.setattr(hstu, "PER_SEQUENCE_SKIP_MAX_BLOCKS", per_sequence_max_blocks)
     layer = make_hstu(block_size=8)
     short = np.array([3, 9, 1], dtype="int32")  # all rows end in the first two blocks
     blocked = np_(layer(data["x"], lengths=short))
@@ -451,6 +457,8 @@ def test_benchmark_quick_run(capsys):
         ]
     )
     printed = json.loads(capsys.readouterr().out)
-    assert printed["blocks"] == report["blocks"] and len(report["blocks"]) == 2
+    assert printed["blocks"] == report["blocks"] and len(report["blocks"]) == 4
     assert {entry["mode"] for entry in report["blocks"]} == {"off", "xla"}
+    fractions = {entry["min_length_fraction"]: entry["valid_token_fraction"] for entry in report["blocks"]}
+    assert fractions[1.0] == 1.0 and 0.5 <= fractions[0.5] <= 1.0
     assert report["scoring"][0]["m"] == 6 and report["scoring"][0]["speedup"] > 0

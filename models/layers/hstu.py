@@ -35,7 +35,9 @@ Two attention implementations give the same numbers (tests check 1e-5):
       - a sequence longer than block_size / 2 is cut into at least two blocks;
       - padded keys are masked by zeroing their rows of V (A_ij V_j = 0), an O(n d) operation;
       - with a padding mask, a query block without any valid token is skipped (`ops.cond`), so
-        right-padded batches of short sequences skip their padding tail.
+        right-padded batches of short sequences skip their padding tail; a small static batch
+        (batch x blocks <= PER_SEQUENCE_SKIP_MAX_BLOCKS, e.g. long sequences) is attended one
+        sequence at a time, so each sequence skips its own tail.
     It needs a static sequence length; with a dynamic one the layer falls back to "dense".
 
 Sequences should be right-padded (valid tokens first); any padding mask is correct, but only
@@ -62,6 +64,10 @@ TIME_BUCKET_DIVISOR = 0.301
 DEFAULT_BLOCK_SIZE = 256
 # Key count from which the hand-written backward of `silu_attention` beats autodiff (XLA, CPU).
 CUSTOM_BACKWARD_MIN_KEYS = 512
+# A padded batch whose static size times its query blocks is at most this is attended one
+# sequence at a time, so each sequence skips its own padding blocks (a larger batch only skips
+# blocks that are padding in every sequence: unrolling it would slow tracing more than it saves).
+PER_SEQUENCE_SKIP_MAX_BLOCKS = 64
 
 
 def dropout(x: Any, rate: float, seed_generator: Any, training: Any) -> Any:
@@ -453,6 +459,41 @@ class HSTULayer(CachingSequenceBlock):
             v = v * token_mask[:, None, :, None]
         rows = self.rab.causal_rows(block, n_pad, q.dtype)
         k_t = ops.swapaxes(k, -1, -2)
+        batch = q.shape[0]
+        if token_mask is None or batch is None or batch * num_blocks > PER_SEQUENCE_SKIP_MAX_BLOCKS:
+            attended = self._attend_blocks(q, k_t, v, rows, timestamps, token_mask, num_blocks, block)
+        else:  # a small static batch: skip each sequence's own padding blocks
+            attended = ops.concatenate(
+                [
+                    self._attend_blocks(
+                        q[s : s + 1],
+                        k_t[s : s + 1],
+                        v[s : s + 1],
+                        rows,
+                        None if timestamps is None else timestamps[s : s + 1],
+                        token_mask[s : s + 1],
+                        num_blocks,
+                        block,
+                    )
+                    for s in range(batch)
+                ],
+                axis=0,
+            )
+        return attended[:, :, :n] if n_pad > n else attended
+
+    def _attend_blocks(
+        self,
+        q: Any,
+        k_t: Any,
+        v: Any,
+        rows: Any,
+        timestamps: Any,
+        token_mask: Any,
+        num_blocks: int,
+        block: int,
+    ) -> Any:
+        """A V * L of padded inputs, query block by query block (empty blocks of the batch skipped)."""
+        n_pad = num_blocks * block
         use_time = self.use_time_bias and timestamps is not None
         outputs = []
         for i in range(num_blocks):
@@ -466,8 +507,7 @@ class HSTULayer(CachingSequenceBlock):
                 return block_attention(q[:, :, lo:hi], k_t[..., :hi], v[:, :, :hi], bias)
 
             outputs.append(self._maybe_skip(one_block, token_mask, lo, hi, num_blocks, v))
-        attended = outputs[0] if num_blocks == 1 else ops.concatenate(outputs, axis=2)
-        return attended[:, :, :n] if n_pad > n else attended
+        return outputs[0] if num_blocks == 1 else ops.concatenate(outputs, axis=2)
 
     def _maybe_skip(
         self, fn: Callable[[], Any], token_mask: Any, lo: int, hi: int, num_blocks: int, v: Any
