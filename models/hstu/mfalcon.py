@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -60,6 +60,22 @@ def _as_rows(a: Any, dtype: Any) -> np.ndarray:
 def _pad_columns(a: np.ndarray, width: int) -> np.ndarray:
     """Right-pad a (batch, k) array with zeros to (batch, width)."""
     return a if a.shape[1] == width else np.pad(a, ((0, 0), (0, width - a.shape[1])))
+
+
+def candidate_micro_batches(
+    candidates: np.ndarray, times: np.ndarray | None, size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
+    """(chunk, chunk_times, valid) per micro-batch of `size` candidates, the last zero-padded.
+
+    candidates: (b, m). times: None, (b, 1) shared by a row's candidates (passed unchanged), or
+    (b, m) one per candidate (cut and padded like the candidates). `valid`: real columns of chunk.
+    """
+    m = candidates.shape[1]
+    for start in range(0, m, size):
+        chunk_times = times
+        if times is not None and times.shape[1] > 1:
+            chunk_times = _pad_columns(times[:, start : start + size], size)
+        yield _pad_columns(candidates[:, start : start + size], size), chunk_times, min(size, m - start)
 
 
 class MFalconScorer:
@@ -107,14 +123,10 @@ class MFalconScorer:
         )
         if cand_ts is not None and cand_ts.ndim == 1:
             cand_ts = cand_ts[:, None]
-        m, step = candidates.shape[1], self.micro_batch_size
-        scores = []
-        for start in range(0, m, step):
-            chunk = _pad_columns(candidates[:, start : start + step], step)
-            chunk_ts = cand_ts
-            if cand_ts is not None and cand_ts.shape[1] > 1:
-                chunk_ts = _pad_columns(cand_ts[:, start : start + step], step)
-            scores.append(self._score(caches, positions, chunk, chunk_ts)[:, : min(step, m - start)])
+        scores = [
+            self._score(caches, positions, chunk, chunk_ts)[:, :valid]
+            for chunk, chunk_ts, valid in candidate_micro_batches(candidates, cand_ts, self.micro_batch_size)
+        ]
         return ops.concatenate(scores, axis=1)
 
 

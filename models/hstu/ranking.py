@@ -92,7 +92,7 @@ from keras import ops
 from watchnext.models import features
 from watchnext.models.hstu.config_compile import ConfigCompiledModel
 from watchnext.models.hstu.encoder import HSTU_CONFIG, EncoderConfig, make_block
-from watchnext.models.hstu.mfalcon import backend_jit
+from watchnext.models.hstu.mfalcon import backend_jit, candidate_micro_batches
 from watchnext.models.layers.hstu import dropout
 
 TASKS = ("click", "like", "watch_time_log1p")
@@ -505,10 +505,6 @@ def _candidate_times(
     return times[:, None] if times.ndim == 1 else times
 
 
-def _pad_columns(a: np.ndarray, width: int) -> np.ndarray:
-    return a if a.shape[1] == width else np.pad(a, ((0, 0), (0, width - a.shape[1])))
-
-
 class MFalconRankingScorer:
     """Encode histories once, then score candidates in micro-batches (module docstring).
 
@@ -541,15 +537,10 @@ class MFalconRankingScorer:
         hist_ts = None if history_timestamps is None else _host(history_timestamps)
         caches, positions = self._encode(items, _host(history_actions, "int32"), hist_ts)
         times = _candidate_times(candidate_timestamps, items, hist_ts)
-        m, step = candidates.shape[1], self.micro_batch_size
-        chunks = []
-        for start in range(0, m, step):
-            chunk = _pad_columns(candidates[:, start : start + step], step)
-            chunk_times = times
-            if times is not None and times.shape[1] > 1:
-                chunk_times = _pad_columns(times[:, start : start + step], step)
-            logits = self._score(chunk, caches, positions, chunk_times)
-            chunks.append(np.asarray(ops.convert_to_numpy(logits))[:, : min(step, m - start)])
+        chunks = [
+            np.asarray(ops.convert_to_numpy(self._score(chunk, caches, positions, chunk_times)))[:, :valid]
+            for chunk, chunk_times, valid in candidate_micro_batches(candidates, times, self.micro_batch_size)
+        ]
         return _numpy_predictions(np.concatenate(chunks, axis=1))
 
 
