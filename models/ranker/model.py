@@ -32,7 +32,8 @@ the out-of-vocabulary row in training and at serving, so every new user shares o
 learned embedding (a new user met at serving is out of the vocabulary anyway).
 
 With `deep="poso_mmoe"` and `poso_bottom` the shared bottom layer is a
-`PosoDense` as well (POSO on the MLP and on the MMoE, as the paper deploys it).
+`PosoDense` as well (POSO's MLP variant besides its MMoE variant; off by default: it did not
+lift new users in `benchmarks/ranking_quality.py`).
 
 Example:
     ranker = MultitaskRanker(RankerConfig(), vocabulary_sizes={"user_id": 1001, ...})
