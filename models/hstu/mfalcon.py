@@ -78,21 +78,34 @@ def candidate_micro_batches(
         yield _pad_columns(candidates[:, start : start + size], size), chunk_times, min(size, m - start)
 
 
-class MFalconScorer:
+class MicroBatchScorer:
+    """Base of the M-FALCON scorers: one history step and one candidate micro-batch step.
+
+    Args:
+        encode: the history step (called once per request batch).
+        score: the candidate step (called per micro-batch, see `candidate_micro_batches`).
+        micro_batch_size: b_m candidates per step (the last step is zero-padded to b_m, so one
+            compiled step serves every m).
+        jit_compile: compile both steps with the backend's XLA jit.
+    """
+
+    def __init__(self, encode: Callable, score: Callable, micro_batch_size: int, jit_compile: bool):
+        self.micro_batch_size = int(micro_batch_size)
+        self._encode = backend_jit(encode) if jit_compile else encode
+        self._score = backend_jit(score) if jit_compile else score
+
+
+class MFalconScorer(MicroBatchScorer):
     """Encode a history once, then score candidates in micro-batches (see the module docstring).
 
     Args:
         encoder: a built `SequentialEncoder`.
-        micro_batch_size: b_m candidates per step (the last step is zero-padded to b_m, so one
-            compiled step serves every m).
-        jit_compile: compile the history and candidate steps with the backend's XLA jit.
+        micro_batch_size, jit_compile: as `MicroBatchScorer`.
     """
 
     def __init__(self, encoder: SequentialEncoder, micro_batch_size: int = 128, jit_compile: bool = False):
         self.encoder = encoder
-        self.micro_batch_size = int(micro_batch_size)
-        self._encode = backend_jit(self._encode_history) if jit_compile else self._encode_history
-        self._score = backend_jit(self._score_micro_batch) if jit_compile else self._score_micro_batch
+        super().__init__(self._encode_history, self._score_micro_batch, micro_batch_size, jit_compile)
 
     def _encode_history(self, history_ids: Any, history_timestamps: Any) -> tuple[Any, Any]:
         caches = self.encoder.encode_history(history_ids, history_timestamps)

@@ -92,7 +92,7 @@ from keras import ops
 from watchnext.models import features
 from watchnext.models.hstu.config_compile import ConfigCompiledModel
 from watchnext.models.hstu.encoder import HSTU_CONFIG, EncoderConfig, make_block
-from watchnext.models.hstu.mfalcon import backend_jit, candidate_micro_batches
+from watchnext.models.hstu.mfalcon import MicroBatchScorer, candidate_micro_batches
 from watchnext.models.layers.hstu import dropout
 
 TASKS = ("click", "like", "watch_time_log1p")
@@ -505,21 +505,17 @@ def _candidate_times(
     return times[:, None] if times.ndim == 1 else times
 
 
-class MFalconRankingScorer:
+class MFalconRankingScorer(MicroBatchScorer):
     """Encode histories once, then score candidates in micro-batches (module docstring).
 
     Args:
         model: a built `SequentialRankingModel`.
-        micro_batch_size: b_m candidates per step (the last step is zero-padded to b_m, so one
-            compiled step serves every m).
-        jit_compile: compile the history and candidate steps with the backend's XLA jit.
+        micro_batch_size, jit_compile: as `MicroBatchScorer`.
     """
 
     def __init__(self, model: SequentialRankingModel, micro_batch_size: int = 128, jit_compile: bool = False):
         self.model = model
-        self.micro_batch_size = int(micro_batch_size)
-        self._encode = backend_jit(model.encode_history) if jit_compile else model.encode_history
-        self._score = backend_jit(model.score_appended) if jit_compile else model.score_appended
+        super().__init__(model.encode_history, model.score_appended, micro_batch_size, jit_compile)
 
     def __call__(
         self,
