@@ -9,10 +9,11 @@ never read):
   a. position: bias tower vs position as an input feature vs no position:
      click AUC on the randomized-position slice over seeds, pooled and grouped
      by request (GAUC: the items a request ranks together; pooled AUC also
-     rewards predicting each device's mean examination rate, which a debiased
-     score leaves out), the bias tower's paired difference to each other arm
-     with a bootstrap 95% interval (rows, or requests for GAUC), and the AUC of
-     the true relevance draw on all eval rows;
+     rewards predicting each device's mean examination rate, which the served
+     bias-tower score holds as b(missing position, device)), the bias tower's
+     paired difference to each other arm with a bootstrap 95% interval (rows,
+     or requests for GAUC), the bias-tower arm also with the tower left out at
+     serving, and the AUC of the true relevance draw on all eval rows;
   b. the bias tower's learned position effect vs the generator's true
      examination propensity: Spearman over positions 1..slate_size, per device;
   c. MMoE vs shared bottom: every task metric;
