@@ -50,15 +50,13 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------- data
 
 
-def logs_config(rows: int, seed: int, fresh_boost: float, new_user_short_bonus: float):
-    """The generator's config for `rows` impressions with the benchmark's two biases."""
+def logs_config(rows: int, seed: int, **behaviour: float):
+    """The generator's config for `rows` impressions; `behaviour`: SyntheticConfig fields
+    (the benchmark's selection bias and new-user behaviour)."""
     from watchnext.pipeline.data import synthetic
 
     return synthetic.SyntheticConfig(
-        seed=seed,
-        num_requests=-(-rows // synthetic.SyntheticConfig.slate_size),
-        fresh_item_ranker_boost=fresh_boost,
-        new_user_short_item_relevance_bonus=new_user_short_bonus,
+        seed=seed, num_requests=-(-rows // synthetic.SyntheticConfig.slate_size), **behaviour
     )
 
 
@@ -389,6 +387,20 @@ def main() -> None:
         help="new users' extra relevance logit for short videos: a cohort-specific preference "
         "(POSO's setting) (default: %(default)s)",
     )
+    parser.add_argument(
+        "--new-user-affinity-factor",
+        type=float,
+        default=0.5,
+        help="scales new users' personal-taste term of relevance: POSO's Fig. 1, new users 'seem "
+        "interested in a broad range of videos' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--new-user-popularity-factor",
+        type=float,
+        default=2.0,
+        help="scales the item popularity term of new users' relevance: with less taste of their own "
+        "they follow what is broadly liked (default: %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="Beam DirectRunner workers")
     parser.add_argument("--work-dir", help="keep the pipeline outputs here (default: a temporary folder)")
     parser.add_argument(
@@ -408,7 +420,14 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ranking_quality_") as scratch:
         work = Path(args.work_dir or scratch)
-        synthetic_config = logs_config(args.rows, args.data_seed, args.fresh_boost, args.new_user_short_bonus)
+        synthetic_config = logs_config(
+            args.rows,
+            args.data_seed,
+            fresh_item_ranker_boost=args.fresh_boost,
+            new_user_short_item_relevance_bonus=args.new_user_short_bonus,
+            new_user_affinity_factor=args.new_user_affinity_factor,
+            new_user_popularity_factor=args.new_user_popularity_factor,
+        )
         reused = args.reuse_prepared and prepared(work, synthetic_config)
         if reused:
             log(f"reusing the pipeline run in {work}")
@@ -552,6 +571,8 @@ def main() -> None:
         result["setup"] = {
             "rows": args.rows, "fresh_boost": synthetic_config.fresh_item_ranker_boost,
             "new_user_short_bonus": synthetic_config.new_user_short_item_relevance_bonus,
+            "new_user_affinity_factor": synthetic_config.new_user_affinity_factor,
+            "new_user_popularity_factor": synthetic_config.new_user_popularity_factor,
             "train_rows": train_rows,
             "eval_rows": int(len(e.position)),
             "steps_per_arm": steps, "batch_size": base.batch_size, "epochs": args.epochs,

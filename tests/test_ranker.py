@@ -193,17 +193,24 @@ def _ranking_benchmark():
     return ranking_quality
 
 
-def test_ranking_benchmark_generates_logs_with_its_two_biases(tmp_path):
+def test_ranking_benchmark_generates_logs_with_its_biases_and_new_user_behaviour(tmp_path):
     import json
 
     from watchnext.pipeline.data import synthetic
 
     ranking_quality = _ranking_benchmark()
-    config = ranking_quality.logs_config(rows=600, seed=3, fresh_boost=1.25, new_user_short_bonus=0.75)
+    config = ranking_quality.logs_config(
+        rows=600,
+        seed=3,
+        fresh_item_ranker_boost=1.25,
+        new_user_short_item_relevance_bonus=0.75,
+        new_user_popularity_factor=1.5,
+    )
     logs = synthetic.generate(config, tmp_path)
     written = json.loads(logs.ground_truth_path.read_text())["config"]
     assert written["fresh_item_ranker_boost"] == 1.25
     assert written["new_user_short_item_relevance_bonus"] == 0.75
+    assert written["new_user_popularity_factor"] == 1.5
     assert config.num_requests * config.slate_size >= 600
 
 

@@ -302,6 +302,29 @@ def test_new_users_finish_short_videos_more(logs, truth):
     assert completion[short & new_user].mean() > completion[short & ~new_user].mean() + 0.05
 
 
+def test_new_user_relevance_factors_reweight_taste_and_popularity(tmp_path):
+    """With new_user_affinity_factor 0 a new user's relevance depends on the item and surface
+    only (no personal taste); regular users keep theirs. The popularity factor rescales it."""
+
+    def relevance_by_item(factors: dict) -> tuple[dict, dict]:
+        columns = read_columns(synthetic.generate(small(**factors), tmp_path / str(factors)).truth_path)
+        surface = read_columns(tmp_path / str(factors) / synthetic.LOGS_FILE)[features.SURFACE]
+        seen: dict[bool, dict] = {True: {}, False: {}}
+        for item, new, srf, prob in zip(
+            columns[features.ITEM_ID], columns["is_new_user"], surface, columns["relevance_prob"], strict=True
+        ):
+            seen[new == "1"].setdefault((item, srf), set()).add(round(float(prob), 6))
+        return seen[True], seen[False]
+
+    new_rows, regular_rows = relevance_by_item({"new_user_affinity_factor": 0.0})
+    assert sum(len(probs) > 1 for probs in regular_rows.values()) > 10
+    assert all(len(probs) == 1 for probs in new_rows.values())
+    doubled, _ = relevance_by_item({"new_user_affinity_factor": 0.0, "new_user_popularity_factor": 2.0})
+    shared = sorted(set(new_rows) & set(doubled))
+    assert shared
+    assert any(new_rows[key] != doubled[key] for key in shared)
+
+
 def test_new_items_are_recent_with_few_exposures(logs, truth):
     new_item = as_int(truth["is_new_item"]) == 1
     assert new_item.any()

@@ -39,8 +39,9 @@ Slate (K = [slate_size]):
 
     candidates: [candidates_per_request] draws from the items uploaded by t_r,
                 P(v) ∝ exp(kappa b_v) [retrieval_popularity_power], duplicates dropped
-    r_uv = alpha p_u . q_v + b_v + c_0 + o_surface + beta_new n_u
+    r_uv = alpha m_u p_u . q_v + pi_u b_v + c_0 + o_surface + beta_new n_u
            + beta_nshort n_u [D_v <= D_short]                        relevance logit
+           m_u = [new_user_affinity_factor] if n_u else 1, pi_u = [new_user_popularity_factor] if n_u else 1
     s_uv = r_uv + sigma_rank eps + sigma_fresh fresh_v eps' + delta_fresh fresh_v   ranker estimate
     positions 1..K = the top-K candidates by s_uv, best first; a randomized
     request shows the same K items in a uniformly random order.
@@ -70,7 +71,10 @@ Cohorts (as in POSO):
     fresh_v         = t_r - upload_v < T_dv days (what the ranker sees as fresh)
 
 New users view less (beta_new < 0), finish short videos more (beta_short > 0)
-and like more (beta_like > 0), as in Fig. 1 of the POSO paper.
+and like more (beta_like > 0), as in Fig. 1 of the POSO paper; with
+new_user_affinity_factor < 1 and new_user_popularity_factor > 1 they also follow
+their own taste less and what is broadly liked more (the paper: new users "seem
+interested in a broad range of videos"). Both factors are 1 by default.
 
 Files written to `out_dir`:
 
@@ -214,6 +218,8 @@ class SyntheticConfig:
     Cold start: new_user_request_share, new_user_mean_requests, new_user_hours (T_du),
         new_user_relevance_offset (beta_new), new_user_short_item_relevance_bonus
         (beta_nshort: new users prefer short videos; 0 by default),
+        new_user_affinity_factor (m_u: scales new users' personal affinity term),
+        new_user_popularity_factor (pi_u: scales the item popularity term for them),
         new_user_short_item_completion_bonus (beta_short), short_item_max_duration_s
         (D_short), new_user_like_offset
         (beta_like), new_item_share, new_item_days (T_dv), new_item_max_exposures
@@ -274,6 +280,8 @@ class SyntheticConfig:
     new_user_hours: int = cohorts.NEW_USER_HOURS
     new_user_relevance_offset: float = -0.5
     new_user_short_item_relevance_bonus: float = 0.0
+    new_user_affinity_factor: float = 1.0
+    new_user_popularity_factor: float = 1.0
     new_user_short_item_completion_bonus: float = 1.0
     short_item_max_duration_s: float = 30.0
     new_user_like_offset: float = 1.0
@@ -586,9 +594,11 @@ def _relevance_logit(
     affinity = np.einsum("rd,rnd->rn", world.user_factors[user], world.item_factors[item])
     offsets = _surface_offsets(config)[surface] + config.new_user_relevance_offset * new_user
     short = world.item_duration_s[item] <= config.short_item_max_duration_s
+    affinity_scale = np.where(new_user, config.new_user_affinity_factor, 1.0) * config.affinity_scale
+    popularity_scale = np.where(new_user, config.new_user_popularity_factor, 1.0)
     return (
-        config.affinity_scale * affinity
-        + world.item_popularity[item]
+        affinity_scale[:, None] * affinity
+        + popularity_scale[:, None] * world.item_popularity[item]
         + config.relevance_intercept
         + offsets[:, None]
         + config.new_user_short_item_relevance_bonus * new_user[:, None] * short
