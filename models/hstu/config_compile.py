@@ -1,4 +1,7 @@
-"""`compile` defaults taken from a model's own config (shared by the HSTU retrieval and ranking models).
+"""Config plumbing shared by the HSTU models: dict-or-dataclass configs and `compile` defaults.
+
+`config_from(value, ConfigClass, default)` accepts what `get_config` round trips produce (a dict)
+as well as the dataclass itself.
 
 A subclass of `keras.Model` that mixes this in defines `make_optimizer()` and `default_jit_compile`;
 `model.compile()` then needs no arguments, and a saved model is re-compiled the same way on load.
@@ -13,9 +16,22 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import keras
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_from(
+    value: ConfigT | dict[str, Any] | None, config_class: type[ConfigT], default: ConfigT
+) -> ConfigT:
+    """`value` itself, `config_class(**value)` for a dict (a deserialized config), or `default` for None."""
+    if value is None:
+        return default
+    if isinstance(value, dict):
+        return config_class(**value)
+    return value
 
 
 class ConfigCompiledModel:

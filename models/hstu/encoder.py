@@ -32,6 +32,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from watchnext.models.hstu.config_compile import config_from
 from watchnext.models.layers.hstu import HSTULayer, dropout
 from watchnext.models.layers.sasrec import SASRecBlock
 
@@ -106,10 +107,8 @@ class SequentialEncoder(keras.Model):
 
     def __init__(self, num_items: int, config: EncoderConfig | dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        if isinstance(config, dict):
-            config = EncoderConfig(**config)
         self.num_items = int(num_items)
-        self.encoder_config = config or HSTU_CONFIG
+        self.encoder_config = config_from(config, EncoderConfig, HSTU_CONFIG)
         d = self.encoder_config.embedding_dim
         self.item_embedding = keras.layers.Embedding(self.num_items + 1, d, name="item_embedding")
         self.position_embedding = keras.layers.Embedding(

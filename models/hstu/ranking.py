@@ -90,7 +90,7 @@ import numpy as np
 from keras import ops
 
 from watchnext.models import features
-from watchnext.models.hstu.config_compile import ConfigCompiledModel
+from watchnext.models.hstu.config_compile import ConfigCompiledModel, config_from
 from watchnext.models.hstu.encoder import HSTU_CONFIG, EncoderConfig, make_block
 from watchnext.models.hstu.mfalcon import MicroBatchScorer, candidate_micro_batches
 from watchnext.models.layers.hstu import dropout
@@ -319,13 +319,9 @@ class SequentialRankingModel(ConfigCompiledModel, keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(encoder_config, dict):
-            encoder_config = EncoderConfig(**encoder_config)
-        if isinstance(ranking_config, dict):
-            ranking_config = RankingConfig(**ranking_config)
         self.num_items = int(num_items)
-        self.encoder_config = encoder_config or HSTU_CONFIG
-        self.ranking_config = ranking_config or RankingConfig()
+        self.encoder_config = config_from(encoder_config, EncoderConfig, HSTU_CONFIG)
+        self.ranking_config = config_from(ranking_config, RankingConfig, RankingConfig())
         if self.encoder_config.block_type != "hstu":
             raise ValueError("SequentialRankingModel needs HSTU blocks (block_type='hstu')")
         d = self.encoder_config.embedding_dim

@@ -67,8 +67,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from watchnext.models.hstu.config_compile import ConfigCompiledModel
-from watchnext.models.hstu.encoder import HSTU_CONFIG, EncoderConfig, SequentialEncoder, l2_normalize
+from watchnext.models.hstu.config_compile import ConfigCompiledModel, config_from
+from watchnext.models.hstu.encoder import EncoderConfig, SequentialEncoder, l2_normalize
 from watchnext.models.hstu.mfalcon import backend_jit
 
 NEGATIVE_SOURCES = ("random", "in_batch", "random+in_batch")
@@ -200,13 +200,9 @@ class SequentialRetrievalModel(ConfigCompiledModel, keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(encoder_config, dict):
-            encoder_config = EncoderConfig(**encoder_config)
-        if isinstance(retrieval_config, dict):
-            retrieval_config = RetrievalConfig(**retrieval_config)
         self.num_items = int(num_items)
-        self.retrieval_config = retrieval_config or RetrievalConfig()
-        self.encoder = SequentialEncoder(self.num_items, encoder_config or HSTU_CONFIG, name="encoder")
+        self.retrieval_config = config_from(retrieval_config, RetrievalConfig, RetrievalConfig())
+        self.encoder = SequentialEncoder(self.num_items, encoder_config, name="encoder")
         self.negative_seed_generator = keras.random.SeedGenerator(self.retrieval_config.seed)
 
     @property
