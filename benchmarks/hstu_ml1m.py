@@ -26,7 +26,12 @@ Examples:
     python benchmarks/hstu_ml1m.py                                   # full run (hours on 2 cores)
     python benchmarks/hstu_ml1m.py --users 300 --epochs 1            # smoke run
     python benchmarks/hstu_ml1m.py --configs hstu --epochs 101 --max-minutes-per-config 120
-    python benchmarks/hstu_ml1m.py --negative-sharing sequence       # ~2x faster steps on CPU
+    python benchmarks/hstu_ml1m.py --negative-sharing sequence --epochs 50   # what fits on 2 cores
+
+`--negative-sharing sequence` (one set of 128 negatives per sequence, not per position) is the
+practical choice on CPU: HSTU steps take 0.30 s instead of 0.81 s, and after the same 4 minutes
+of training HSTU reaches HR@10 0.156 against 0.089 with per-position negatives ("batch", one set
+for the whole batch: 0.092).
 """
 
 from __future__ import annotations
