@@ -306,23 +306,28 @@ def test_new_user_relevance_factors_reweight_taste_and_popularity(tmp_path):
     """With new_user_affinity_factor 0 a new user's relevance depends on the item and surface
     only (no personal taste); regular users keep theirs. The popularity factor rescales it."""
 
-    def relevance_by_item(factors: dict) -> tuple[dict, dict]:
-        columns = read_columns(synthetic.generate(small(**factors), tmp_path / str(factors)).truth_path)
-        surface = read_columns(tmp_path / str(factors) / synthetic.LOGS_FILE)[features.SURFACE]
+    def relevance_by_item(name: str, **factors: float) -> tuple[dict, dict]:
+        """{(item, surface): [relevance of each row]} for new users and for regular users."""
+        generated = synthetic.generate(small(**factors), tmp_path / name)
+        columns = read_columns(generated.truth_path)
+        surface = read_columns(generated.logs_path)[features.SURFACE]
         seen: dict[bool, dict] = {True: {}, False: {}}
         for item, new, srf, prob in zip(
             columns[features.ITEM_ID], columns["is_new_user"], surface, columns["relevance_prob"], strict=True
         ):
-            seen[new == "1"].setdefault((item, srf), set()).add(round(float(prob), 6))
+            seen[new == "1"].setdefault((item, srf), []).append(round(float(prob), 6))
         return seen[True], seen[False]
 
-    new_rows, regular_rows = relevance_by_item({"new_user_affinity_factor": 0.0})
-    assert sum(len(probs) > 1 for probs in regular_rows.values()) > 10
-    assert all(len(probs) == 1 for probs in new_rows.values())
-    doubled, _ = relevance_by_item({"new_user_affinity_factor": 0.0, "new_user_popularity_factor": 2.0})
+    new_rows, regular_rows = relevance_by_item("no_taste", new_user_affinity_factor=0.0)
+    assert sum(len(set(probs)) > 1 for probs in regular_rows.values()) > 10
+    assert sum(len(probs) > 1 for probs in new_rows.values()) > 5  # items new users saw more than once
+    assert all(len(set(probs)) == 1 for probs in new_rows.values())
+    doubled, _ = relevance_by_item(
+        "double_popularity", new_user_affinity_factor=0.0, new_user_popularity_factor=2.0
+    )
     shared = sorted(set(new_rows) & set(doubled))
     assert shared
-    assert any(new_rows[key] != doubled[key] for key in shared)
+    assert any(set(new_rows[key]) != set(doubled[key]) for key in shared)
 
 
 def test_new_items_are_recent_with_few_exposures(logs, truth):
