@@ -28,6 +28,13 @@ Examples:
     python benchmarks/hstu_ml1m.py --configs hstu --epochs 101 --max-minutes-per-config 120
     python benchmarks/hstu_ml1m.py --negative-sharing sequence --epochs 50   # what fits on 2 cores
 
+Resumable: with --checkpoint-dir every config saves its model and optimizer state (Adam moments,
+random-seed states) and its records after each epoch, and a finished config its result; the same
+command run again continues where the last one stopped (the data order is replayed, so a resumed
+run trains exactly as an uninterrupted one). --stop-after-minutes ends a run cleanly at an epoch
+boundary, so the full protocol (hours on 2 cores) can be spread over several sittings:
+    python benchmarks/hstu_ml1m.py --checkpoint-dir runs/ml1m --stop-after-minutes 100   # repeat
+
 `--negative-sharing sequence` (one set of 128 negatives per sequence, not per position) is the
 practical choice on CPU: HSTU steps take 0.30 s instead of 0.81 s, and after the same 4 minutes
 of training HSTU reaches HR@10 0.156 against 0.089 with per-position negatives ("batch", one set
@@ -49,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from watchnext.models.hstu.encoder import CONFIGS
 from watchnext.models.hstu.retrieval import (
@@ -117,7 +125,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-every-steps", type=int, default=0, help="progress line every N steps (0 = per epoch)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="save each config's training state every epoch here and resume from it (default: none)",
+    )
+    parser.add_argument(
+        "--stop-after-minutes",
+        type=float,
+        default=0.0,
+        help="with --checkpoint-dir: end this run at the first epoch boundary after N minutes; "
+        "run the same command again to continue (0 = run to the end)",
+    )
+    args = parser.parse_args(argv)
+    if args.stop_after_minutes > 0 and not args.checkpoint_dir:
+        parser.error("--stop-after-minutes needs --checkpoint-dir (nothing could be resumed)")
+    return args
 
 
 def progress(message: str) -> None:
@@ -133,8 +156,76 @@ def resolve_data(path: str | None) -> Path:
     raise FileNotFoundError(f"no MovieLens-1M file found in {[str(c) for c in DATA_CANDIDATES]}; pass --data")
 
 
+CHECKPOINT_FILE = "state.npz"
+RESULT_FILE = "result.json"
+OPTIONS_FILE = "options.json"
+# Options that do not change what is trained; they may differ between the runs of one checkpoint.
+RUN_CONTROL_OPTIONS = (
+    "configs", "checkpoint_dir", "stop_after_minutes", "log_every_steps", "eval_batch_size", "eval_every",
+)  # fmt: skip
+
+
+def open_checkpoint_dir(args: argparse.Namespace) -> Path | None:
+    """The checkpoint folder, after checking it belongs to a run with the same training options."""
+    if not args.checkpoint_dir:
+        return None
+    root = Path(args.checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    options = json.loads(json.dumps({k: v for k, v in vars(args).items() if k not in RUN_CONTROL_OPTIONS}))
+    path = root / OPTIONS_FILE
+    if path.exists():
+        saved = json.loads(path.read_text())
+        differing = {k: {"saved": saved.get(k), "now": v} for k, v in options.items() if saved.get(k) != v}
+        if differing:
+            raise SystemExit(
+                f"{root} holds a run with other training options {differing}; "
+                "pass the same options or another --checkpoint-dir"
+            )
+    else:
+        path.write_text(json.dumps(options, indent=2) + "\n")
+    return root
+
+
+def save_training_state(path: Path, model: keras.Model, records: dict[str, Any]) -> None:
+    """All model variables (seed states included), the optimizer's, and `records`, in one npz file.
+
+    Written to a temporary file and renamed, so a run killed while saving keeps the last state.
+    """
+    arrays = {f"model_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.variables)}
+    arrays.update(
+        {f"optimizer_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)}
+    )
+    temporary = path.with_name(f"{path.stem}.tmp.npz")
+    np.savez(temporary, records=np.array(json.dumps(records)), **arrays)
+    os.replace(temporary, path)
+
+
+def restore_training_state(path: Path, model: keras.Model) -> dict[str, Any]:
+    """Load what `save_training_state` wrote into a built, compiled model; returns the records."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    with np.load(path) as saved:
+        for prefix, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
+            count = sum(1 for key in saved.files if key.startswith(f"{prefix}_"))
+            if count != len(variables):
+                raise SystemExit(f"{path}: {count} saved {prefix} variables, the model has {len(variables)}")
+            for i, variable in enumerate(variables):
+                value = saved[f"{prefix}_{i}"]
+                if tuple(value.shape) != tuple(variable.shape):
+                    raise SystemExit(
+                        f"{path}: {prefix} variable {i} ({variable.path}) has shape {tuple(variable.shape)}, "
+                        f"saved {tuple(value.shape)}"
+                    )
+                variable.assign(value)
+        return json.loads(str(saved["records"]))
+
+
 class TrainingMonitor(keras.callbacks.Callback):
-    """Step timing, loss history, progress lines, the time budget and periodic evaluation."""
+    """Step timing, loss history, progress lines, the time budgets and periodic evaluation.
+
+    `restored` (records of an earlier run of the same config) continues its histories and time;
+    past `deadline` (time.monotonic()) training pauses at the next epoch boundary.
+    """
 
     def __init__(
         self,
@@ -145,25 +236,54 @@ class TrainingMonitor(keras.callbacks.Callback):
         log_every: int,
         evaluate: Any = None,
         eval_every: int = 0,
+        restored: dict[str, Any] | None = None,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self.name, self.epochs, self.steps_per_epoch = name, epochs, steps_per_epoch
         self.budget_s, self.log_every = budget_s, log_every
         self.evaluate, self.eval_every = evaluate, eval_every
-        self.step_times: list[float] = []
-        self.loss_history: list[float] = []
-        self.eval_history: list[dict[str, Any]] = []
-        self.epochs_completed = 0
+        self.deadline = deadline
+        restored = restored or {}
+        self.step_times: list[float] = restored.get("step_times", [])
+        # Index of each run's first step, which includes tracing and compiling.
+        self.first_steps: list[int] = restored.get("first_steps", []) + [len(self.step_times)]
+        self.loss_history: list[float] = restored.get("loss_history", [])
+        self.eval_history: list[dict[str, Any]] = restored.get("eval_history", [])
+        self.epochs_completed = restored.get("epochs_completed", 0)
+        self.earlier_train_seconds = restored.get("train_seconds", 0.0)
+        self.earlier_eval_seconds = restored.get("eval_seconds", 0.0)
+        self.runs = restored.get("runs", 0) + 1
         self.steps_in_last_epoch = 0
         self.stopped_by_budget = False
-        self.train_seconds = 0.0
+        self.paused = False
+        self.train_seconds = self.earlier_train_seconds
         self.eval_seconds = 0.0
+        self.start = time.perf_counter()
 
     def on_train_begin(self, logs: Any = None) -> None:
         self.start = time.perf_counter()
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start - self.eval_seconds
+        """Training seconds of this config over all runs (evaluation excluded)."""
+        return self.earlier_train_seconds + time.perf_counter() - self.start - self.eval_seconds
+
+    def records(self) -> dict[str, Any]:
+        """What a resumed run needs to continue the histories (see `restored`)."""
+        return {
+            "epochs_completed": self.epochs_completed,
+            "step_times": self.step_times,
+            "first_steps": self.first_steps,
+            "loss_history": self.loss_history,
+            "eval_history": self.eval_history,
+            "train_seconds": self.elapsed(),
+            "eval_seconds": self.earlier_eval_seconds + self.eval_seconds,
+            "runs": self.runs,
+        }
+
+    def steady_step_times(self) -> list[float]:
+        first = set(self.first_steps)
+        return [t for i, t in enumerate(self.step_times) if i not in first]
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self.steps_in_last_epoch = 0
@@ -207,9 +327,18 @@ class TrainingMonitor(keras.callbacks.Callback):
                 f"[{self.name}] epoch {epoch + 1} HR@10 {metrics['HR@10']:.4f} "
                 f"NDCG@10 {metrics['NDCG@10']:.4f}"
             )
+        last_epoch = epoch + 1 >= self.epochs or self.stopped_by_budget
+        if self.deadline is not None and time.monotonic() > self.deadline and not last_epoch:
+            self.paused = True
+            self.model.stop_training = True
+            progress(f"[{self.name}] pausing after epoch {epoch + 1}: --stop-after-minutes is spent")
 
     def on_train_end(self, logs: Any = None) -> None:
         self.train_seconds = self.elapsed()
+
+    @property
+    def full_epoch_ended(self) -> bool:
+        return self.steps_in_last_epoch == self.steps_per_epoch
 
     @property
     def epochs_done(self) -> float:
@@ -217,11 +346,35 @@ class TrainingMonitor(keras.callbacks.Callback):
         return self.epochs_completed + partial / max(self.steps_per_epoch, 1)
 
 
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each full epoch, `save_training_state` with the monitor's records (runs after it)."""
+
+    def __init__(self, path: Path, monitor: TrainingMonitor) -> None:
+        super().__init__()
+        self.path, self.monitor = path, monitor
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.monitor.full_epoch_ended:
+            save_training_state(self.path, self.model, self.monitor.records())
+
+
 def rounded(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def run_config(name: str, data: Any, args: argparse.Namespace, full_steps_per_epoch: int) -> dict[str, Any]:
+def run_config(
+    name: str,
+    data: Any,
+    args: argparse.Namespace,
+    full_steps_per_epoch: int,
+    checkpoint_root: Path | None = None,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one config; with `checkpoint_root`, resume it or reuse its finished result."""
+    config_dir = None if checkpoint_root is None else checkpoint_root / name
+    if config_dir is not None and (config_dir / RESULT_FILE).exists():
+        progress(f"[{name}] finished in an earlier run: reusing {config_dir / RESULT_FILE}")
+        return json.loads((config_dir / RESULT_FILE).read_text())
     wall_start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
     encoder_config = CONFIGS[name]
@@ -249,6 +402,12 @@ def run_config(name: str, data: Any, args: argparse.Namespace, full_steps_per_ep
     model.build()
     model.compile()
     dataset = data.train_dataset(retrieval_config)
+    restored = None
+    if config_dir is not None and (config_dir / CHECKPOINT_FILE).exists():
+        restored = restore_training_state(config_dir / CHECKPOINT_FILE, model)
+        for _ in range(restored["epochs_completed"]):  # replay the shuffles of the epochs done
+            dataset.on_epoch_end()
+        progress(f"[{name}] resuming after epoch {restored['epochs_completed']} from {config_dir}")
 
     def evaluate() -> dict[str, Any]:
         return evaluate_full_ranking(
@@ -269,19 +428,44 @@ def run_config(name: str, data: Any, args: argparse.Namespace, full_steps_per_ep
         args.log_every_steps,
         evaluate,
         args.eval_every,
+        restored=restored,
+        deadline=deadline,
     )
+    callbacks: list[keras.callbacks.Callback] = [monitor]
+    if config_dir is not None:
+        config_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.append(EpochCheckpoint(config_dir / CHECKPOINT_FILE, monitor))
     progress(f"[{name}] {model.count_params()} params; {len(dataset)} steps/epoch, {args.epochs} epochs")
-    if args.epochs > 0:
-        model.fit(dataset, epochs=args.epochs, verbose=0, callbacks=[monitor])
+    initial_epoch = monitor.epochs_completed
+    if args.epochs > initial_epoch:
+        # The dataset reshuffles itself each epoch from its own seed; Keras' batch-order shuffle on
+        # top would draw from the global random state, which a resumed run cannot replay.
+        model.fit(
+            dataset,
+            epochs=args.epochs,
+            initial_epoch=initial_epoch,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+        )
+    if monitor.paused:
+        return {
+            "status": "paused",
+            "epochs_completed": monitor.epochs_completed,
+            "train_seconds": round(monitor.train_seconds, 1),
+            "eval_history": [rounded(e) for e in monitor.eval_history],
+            "checkpoint": str(config_dir / CHECKPOINT_FILE),
+        }
     eval_start = time.perf_counter()
     metrics = evaluate()
     eval_seconds = time.perf_counter() - eval_start
     progress(
         f"[{name}] final HR@10 {metrics['HR@10']:.4f} NDCG@10 {metrics['NDCG@10']:.4f} ({eval_seconds:.1f}s)"
     )
-    steady = monitor.step_times[1:]
+    steady = monitor.steady_step_times()
     seconds_per_step = statistics.median(steady) if steady else None
-    return {
+    result = {
+        "status": "finished",
         "metrics": rounded({k: v for k, v in metrics.items() if k != "num_users"}),
         "paper": PAPER.get(name),
         "encoder_config": dataclasses.asdict(encoder_config),
@@ -300,9 +484,13 @@ def run_config(name: str, data: Any, args: argparse.Namespace, full_steps_per_ep
         "loss_history": monitor.loss_history,
         "eval_history": [rounded(e) for e in monitor.eval_history],
         "train_seconds": round(monitor.train_seconds, 1),
-        "eval_seconds": round(eval_seconds + monitor.eval_seconds, 1),
+        "eval_seconds": round(eval_seconds + monitor.earlier_eval_seconds + monitor.eval_seconds, 1),
+        "runs": monitor.runs,
         "wall_seconds": round(time.perf_counter() - wall_start, 1),
     }
+    if config_dir is not None:
+        (config_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def relative_gain(new: dict[str, float], base: dict[str, float]) -> dict[str, float | None]:
@@ -328,9 +516,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{len(data.test_targets)} users, {data.num_items} items, {len(data.train_windows)} training "
         f"sequences, {data.num_train_tokens} training positions"
     )
-    results = {}
+    checkpoint_root = open_checkpoint_dir(args)
+    deadline = time.monotonic() + 60.0 * args.stop_after_minutes if args.stop_after_minutes > 0 else None
+    results: dict[str, Any] = {}
+    trained = False  # every run trains at least one epoch, however short --stop-after-minutes
     for name in names:
-        results[name] = run_config(name, data, args, full_steps_per_epoch)
+        finished_before = checkpoint_root is not None and (checkpoint_root / name / RESULT_FILE).exists()
+        out_of_time = trained and deadline is not None and time.monotonic() > deadline
+        if not finished_before and (out_of_time or any(r["status"] != "finished" for r in results.values())):
+            results[name] = {"status": "not started"}
+            continue
+        results[name] = run_config(name, data, args, full_steps_per_epoch, checkpoint_root, deadline)
+        trained = trained or not finished_before
+    complete = all(r["status"] == "finished" for r in results.values())
+    if not complete:
+        progress(f"paused; run the same command again to continue from {checkpoint_root}")
     report: dict[str, Any] = {
         "protocol": f"leave-one-out, max_len {args.max_len}, full ranking over all {data.num_items} "
         f"items, seen items {'excluded' if args.exclude_seen else 'not excluded'}",
@@ -348,10 +548,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "train_positions": data.num_train_tokens,
             "full_data_steps_per_epoch": full_steps_per_epoch,
         },
+        "complete": complete,
         "results": results,
         "paper": PAPER,
     }
-    if "hstu_large" in results and "sasrec" in results:
+    if complete and "hstu_large" in results and "sasrec" in results:
         ours = relative_gain(results["hstu_large"]["metrics"], results["sasrec"]["metrics"])
         report["gain_hstu_large_over_sasrec"] = {
             "ours": ours,

@@ -387,15 +387,25 @@ def test_get_config_round_trip_and_save_load(tmp_path):
 # -- benchmark -----------------------------------------------------------------------------------
 
 
-def test_benchmark_tiny_run(tmp_path, capsys, monkeypatch):
-    path = tmp_path / "tiny.txt"
+def tiny_data_file(folder: Path) -> Path:
+    path = folder / "tiny.txt"
     lines = [f"{u} {i}" for u, items in successor_sequences(24, 15).items() for i in items]
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def import_benchmark():
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         import hstu_ml1m
     finally:
         sys.path.pop(0)
+    return hstu_ml1m
+
+
+def test_benchmark_tiny_run(tmp_path, capsys, monkeypatch):
+    path = tiny_data_file(tmp_path)
+    hstu_ml1m = import_benchmark()
     # Narrow versions of the public configs (tracing the real 8-block model costs ~15 s).
     tiny = {
         "sasrec": tiny_config(SASREC_CONFIG),
@@ -428,4 +438,38 @@ def test_benchmark_tiny_run(tmp_path, capsys, monkeypatch):
     result = report["results"]["sasrec"]
     assert result["stopped_by_time_budget"] and result["train_steps"] == 1
     assert result["epochs_done"] == pytest.approx(1 / 3, abs=1e-3)  # 24 users -> 3 steps per epoch
+    capsys.readouterr()
+
+
+def test_benchmark_resumed_run_trains_as_an_uninterrupted_one(tmp_path, capsys, monkeypatch):
+    hstu_ml1m = import_benchmark()
+    monkeypatch.setattr(hstu_ml1m, "CONFIGS", {"sasrec": tiny_config(SASREC_CONFIG), "hstu": tiny_config()})
+    argv = ["--data", str(tiny_data_file(tmp_path)), "--configs", "sasrec,hstu", "--epochs", "3"]
+    argv += ["--max-len", "8", "--batch-size", "8", "--num-negatives", "4", "--no-jit", "--eval-every", "1"]
+    whole = hstu_ml1m.main(argv + ["--checkpoint-dir", str(tmp_path / "whole")])
+    assert whole["complete"] and whole["results"]["hstu"]["runs"] == 1
+
+    resumable = argv + ["--checkpoint-dir", str(tmp_path / "parts")]
+    first = hstu_ml1m.main(resumable + ["--stop-after-minutes", "1e-9"])  # pauses after epoch 1
+    assert not first["complete"]
+    assert first["results"]["sasrec"]["status"] == "paused"
+    assert first["results"]["sasrec"]["epochs_completed"] == 1
+    assert first["results"]["hstu"] == {"status": "not started"}
+    assert (tmp_path / "parts" / "sasrec" / hstu_ml1m.CHECKPOINT_FILE).exists()
+    second = hstu_ml1m.main(resumable)
+    assert second["complete"] and "gain_hstu_large_over_sasrec" not in second
+    for name in ("sasrec", "hstu"):
+        resumed, uninterrupted = second["results"][name], whole["results"][name]
+        assert resumed["runs"] == (2 if name == "sasrec" else 1)
+        assert (
+            resumed["epochs_completed"] == 3 and resumed["train_steps"] == uninterrupted["train_steps"] == 9
+        )
+        np.testing.assert_allclose(resumed["loss_history"], uninterrupted["loss_history"], atol=1e-5)
+        assert [e["epoch"] for e in resumed["eval_history"]] == [1, 2, 3]
+        for metric, value in uninterrupted["metrics"].items():
+            assert resumed["metrics"][metric] == pytest.approx(value, abs=1e-4), (name, metric)
+    # A finished config is reused, not retrained; other training options are refused.
+    assert hstu_ml1m.main(resumable)["results"] == second["results"]
+    with pytest.raises(SystemExit, match="learning_rate"):
+        hstu_ml1m.main(resumable + ["--learning-rate", "0.01"])
     capsys.readouterr()
