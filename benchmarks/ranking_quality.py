@@ -17,7 +17,10 @@ never read):
   b. the bias tower's learned position effect vs the generator's true
      examination propensity: Spearman over positions 1..slate_size, per device;
   c. MMoE vs shared bottom: every task metric;
-  d. POSO-MMoE vs MMoE: click AUC on new users and on regular users, over seeds;
+  d. POSO-MMoE vs MMoE: click AUC on new users and on regular users, over seeds,
+     with POSO - MMoE and a paired bootstrap 95% interval per cohort; once with
+     new users' ids as the shared out-of-vocabulary row (the ranker's default)
+     and once with their own id rows (POSO's setting);
   e. submergence: mean |change| of the per-task tower inputs when the new-user
      flag is masked, on new-user rows, MMoE vs POSO;
   f. gate polarization: share of experts with mean gate < 0.01, gate dropout on/off.
@@ -534,23 +537,35 @@ def main() -> None:
             "mmoe": task_metrics(scored(C.POSITION_BIAS_TOWER), e.labels),
             "shared_bottom": task_metrics(scored("shared_bottom", deep=C.DEEP_SHARED_BOTTOM), e.labels),
         }
-        cohort_auc: dict[str, dict[str, list]] = {
-            "mmoe": {"new": [], "regular": []},
-            "poso": {"new": [], "regular": []},
-        }
-        for seed in seeds:
-            for kind, deep in (("mmoe", C.DEEP_MMOE), ("poso", C.DEEP_POSO_MMOE)):
-                # The MMoE arm of each seed is the bias-tower arm of (a) with that seed.
-                name = seed_arm(C.POSITION_BIAS_TOWER, seed) if kind == "mmoe" else f"poso_seed{seed}"
-                out = scored(name, deep=deep, seed=seed)
-                cohort_auc[kind]["new"].append(auc(e.labels["click"][e.new_user], out["click"][e.new_user]))
-                cohort_auc[kind]["regular"].append(
-                    auc(e.labels["click"][e.regular_user], out["click"][e.regular_user])
+
+        def poso_vs_mmoe(arm_name, **changes) -> dict[str, object]:
+            """Click AUC per cohort over seeds, and POSO - MMoE with a paired bootstrap per cohort."""
+            click: dict[str, list[np.ndarray]] = {"mmoe": [], "poso": []}
+            for seed in seeds:
+                for kind, deep in (("mmoe", C.DEEP_MMOE), ("poso", C.DEEP_POSO_MMOE)):
+                    click[kind].append(scored(arm_name(kind, seed), deep=deep, seed=seed, **changes)["click"])
+            comparison: dict[str, object] = {}
+            for cohort, rows in (("new", e.new_user), ("regular", e.regular_user)):
+                labels = e.labels["click"][rows]
+                comparison[cohort] = {
+                    kind: over_seeds([auc(labels, c[rows]) for c in per_seed])
+                    for kind, per_seed in click.items()
+                }
+                comparison[cohort]["poso_minus_mmoe"] = paired_auc_difference(
+                    labels, [c[rows] for c in click["poso"]], [c[rows] for c in click["mmoe"]]
                 )
-        result["d_poso_vs_mmoe_click_auc"] = {
-            kind: {cohort: over_seeds(values) for cohort, values in by_cohort.items()}
-            for kind, by_cohort in cohort_auc.items()
-        }
+            return comparison
+
+        # The MMoE arm of each seed is the bias-tower arm of (a) with that seed.
+        result["d_poso_vs_mmoe_click_auc"] = poso_vs_mmoe(
+            lambda kind, seed: seed_arm(C.POSITION_BIAS_TOWER, seed) if kind == "mmoe" else f"poso_seed{seed}"
+        )
+        # POSO's own setting: a new user keeps their own (barely trained) id row, so nothing but the
+        # new-user flag tells the deep part that a user is new. With the shared out-of-vocabulary row
+        # (the default above) that row is itself a learned new-user signal in every expert and gate.
+        result["d_poso_vs_mmoe_click_auc_new_users_own_ids"] = poso_vs_mmoe(
+            lambda kind, seed: f"{kind}_own_ids_seed{seed}", new_user_id_as_oov=False
+        )
         result["d_poso_vs_mmoe_all_tasks_seed1"] = {
             kind: {
                 "new": task_metrics(scored(name), e.labels, e.new_user),
@@ -563,6 +578,8 @@ def main() -> None:
         result["e_submergence_mean_abs_change"] = {
             "mmoe": submergence(arm(C.POSITION_BIAS_TOWER), e),
             "poso": submergence(arm(f"poso_seed{base.seed}", deep=C.DEEP_POSO_MMOE, seed=base.seed), e),
+            "mmoe_own_ids": submergence(arm(f"mmoe_own_ids_seed{base.seed}"), e),
+            "poso_own_ids": submergence(arm(f"poso_own_ids_seed{base.seed}"), e),
         }
         result["f_gate_polarization_share_dead_experts"] = {
             "gate_dropout_0.1": polarization(arm(C.POSITION_BIAS_TOWER), e),
