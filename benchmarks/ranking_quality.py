@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -73,27 +74,48 @@ def pipeline_config(work: Path, workers: int):
     )  # fmt: skip
 
 
+# The code that turns logs into Transform's output; a prepared run made by other code is not reused.
+PREPARING_CODE = ("pipeline", "components", "models/features.py", "models/ranker/preprocessing.py")
+PREPARED_FILE = "prepared.json"
+
+
+def preparing_code_digest() -> str:
+    """sha256 over the paths and bytes of the Python files in PREPARING_CODE."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for entry in PREPARING_CODE:
+        path = root / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(file.relative_to(root)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def preparation_record(config) -> dict[str, object]:
+    return {"logs_config": dataclasses.asdict(config), "code_sha256": preparing_code_digest()}
+
+
 def prepare(work: Path, config, workers: int) -> None:
-    """Generates the logs and runs the pipeline (through Transform) on them."""
+    """Generates the logs, runs the pipeline (through Transform) on them and records how."""
     from watchnext.pipeline import local_runner
     from watchnext.pipeline.data import synthetic
 
+    (work / PREPARED_FILE).unlink(missing_ok=True)
     synthetic.generate(config, work / "logs")
     log(local_runner.run(pipeline_config(work, workers)).format())
+    (work / PREPARED_FILE).write_text(json.dumps(preparation_record(config), indent=2) + "\n")
 
 
 def prepared(work: Path, config) -> bool:
-    """Whether `work` holds a finished pipeline run on logs generated with exactly `config`."""
-    from watchnext.pipeline.data import synthetic
-
-    truth = work / "logs" / synthetic.GROUND_TRUTH_FILE
-    if not truth.exists():
+    """Whether `work` holds a finished pipeline run on logs made with `config`, by the current code."""
+    record = work / PREPARED_FILE
+    if not record.exists():
         return False
-    same_logs = json.loads(truth.read_text())["config"] == json.loads(json.dumps(dataclasses.asdict(config)))
+    same = json.loads(record.read_text()) == json.loads(json.dumps(preparation_record(config)))
     transformed = glob.glob(
         os.path.join(work, "run", "**", "Transform", "transformed_examples", "*"), recursive=True
     )
-    return same_logs and bool(transformed)
+    return same and bool(transformed)
 
 
 def count_records(pattern: str) -> int:
@@ -409,7 +431,8 @@ def main() -> None:
     parser.add_argument(
         "--reuse-prepared",
         action="store_true",
-        help="with --work-dir: reuse its pipeline run if its logs were generated with the same settings",
+        help="with --work-dir: reuse its pipeline run if it was made with the same logs settings and "
+        "the same pipeline code",
     )
     args = parser.parse_args()
     logging.getLogger().setLevel(logging.WARNING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -194,7 +195,6 @@ def _ranking_benchmark():
 
 
 def test_ranking_benchmark_generates_logs_with_its_biases_and_new_user_behaviour(tmp_path):
-    import json
 
     from watchnext.pipeline.data import synthetic
 
@@ -224,3 +224,16 @@ def test_ranking_benchmark_grouped_auc_weights_groups_by_rows_and_skips_one_clas
     assert same["mean"] == 0.0 and same["groups"] == 2
     better = bench.paired_grouped_auc_difference(labels, groups, [scores], [-scores], resamples=50)
     assert better["mean"] == pytest.approx((4 * 1.0 + 2 * -1.0) / 6)
+
+
+def test_ranking_benchmark_reuses_a_prepared_run_only_for_the_same_logs_and_code(tmp_path, monkeypatch):
+    ranking_quality = _ranking_benchmark()
+    config = ranking_quality.logs_config(rows=600, seed=3)
+    (tmp_path / "run" / "Transform" / "transformed_examples" / "7").mkdir(parents=True)
+    assert not ranking_quality.prepared(tmp_path, config)  # no record: an interrupted preparation
+    record = ranking_quality.preparation_record(config)
+    (tmp_path / ranking_quality.PREPARED_FILE).write_text(json.dumps(record))
+    assert ranking_quality.prepared(tmp_path, config)
+    assert not ranking_quality.prepared(tmp_path, ranking_quality.logs_config(rows=600, seed=4))
+    monkeypatch.setattr(ranking_quality, "preparing_code_digest", lambda: "changed")
+    assert not ranking_quality.prepared(tmp_path, config)
