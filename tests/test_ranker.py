@@ -195,7 +195,6 @@ def _ranking_benchmark():
 
 
 def test_ranking_benchmark_generates_logs_with_its_biases_and_new_user_behaviour(tmp_path):
-
     from watchnext.pipeline.data import synthetic
 
     ranking_quality = _ranking_benchmark()
