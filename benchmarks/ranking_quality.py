@@ -22,7 +22,8 @@ never read):
      new users' ids as the shared out-of-vocabulary row (the ranker's default)
      and once with their own id rows (POSO's setting);
   e. submergence: mean |change| of the per-task tower inputs when the new-user
-     flag is masked, on new-user rows, MMoE vs POSO;
+     flag is masked, on new-user rows, MMoE vs POSO; and POSO's mean personalized
+     gate per expert on new and on regular users (1 at initialization);
   f. gate polarization: share of experts with mean gate < 0.01, gate dropout on/off.
 
     env/run.sh python benchmarks/ranking_quality.py                # default size
@@ -364,6 +365,22 @@ def submergence(model, eval_set: EvalSet) -> float:
     return float(np.mean(np.abs(tower_inputs(model, rows) - tower_inputs(model, masked))))
 
 
+def personalized_gate_means(model, eval_set: EvalSet) -> dict[str, list[float]]:
+    """POSO's mean personalized gate C * g(x_pc) per expert, on new-user and on regular-user rows.
+
+    Gates that stay near their initial 1 for both cohorts make POSO-MMoE a plain MMoE.
+    """
+    import keras
+
+    gates = keras.ops.convert_to_numpy(
+        model.deep.personalized_gates(model.personalization_code(eval_set.features))
+    )
+    return {
+        cohort: [float(v) for v in gates[rows].mean(axis=0)]
+        for cohort, rows in (("new", eval_set.new_user), ("regular", eval_set.regular_user))
+    }
+
+
 def polarization(model, eval_set: EvalSet) -> list[float]:
     import keras
 
@@ -603,6 +620,10 @@ def main() -> None:
             "poso": submergence(arm(f"poso_seed{base.seed}", deep=C.DEEP_POSO_MMOE, seed=base.seed), e),
             "mmoe_own_ids": submergence(arm(f"mmoe_own_ids_seed{base.seed}"), e),
             "poso_own_ids": submergence(arm(f"poso_own_ids_seed{base.seed}"), e),
+        }
+        result["e_poso_personalized_gate_mean_seed1"] = {
+            "oov_new_user_ids": personalized_gate_means(arms[f"poso_seed{base.seed}"], e),
+            "own_new_user_ids": personalized_gate_means(arms[f"poso_own_ids_seed{base.seed}"], e),
         }
         result["f_gate_polarization_share_dead_experts"] = {
             "gate_dropout_0.1": polarization(arm(C.POSITION_BIAS_TOWER), e),
