@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
     path = resolve_data(args.data)
+    args.data = str(path)  # the file actually read: part of a checkpoint's training options
     progress(f"loading {path}")
     sequences = load_sequences(path)
     users_in_file = len(sequences)

@@ -444,7 +444,9 @@ def test_benchmark_tiny_run(tmp_path, capsys, monkeypatch):
 def test_benchmark_resumed_run_trains_as_an_uninterrupted_one(tmp_path, capsys, monkeypatch):
     hstu_ml1m = import_benchmark()
     monkeypatch.setattr(hstu_ml1m, "CONFIGS", {"sasrec": tiny_config(SASREC_CONFIG), "hstu": tiny_config()})
-    argv = ["--data", str(tiny_data_file(tmp_path)), "--configs", "sasrec,hstu", "--epochs", "3"]
+    data_file = tiny_data_file(tmp_path)
+    monkeypatch.setattr(hstu_ml1m, "DATA_CANDIDATES", [tmp_path / "absent.txt", data_file])
+    argv = ["--configs", "sasrec,hstu", "--epochs", "3"]
     argv += ["--max-len", "8", "--batch-size", "8", "--num-negatives", "4", "--no-jit", "--eval-every", "1"]
     whole = hstu_ml1m.main(argv + ["--checkpoint-dir", str(tmp_path / "whole")])
     assert whole["complete"] and whole["results"]["hstu"]["runs"] == 1
@@ -456,6 +458,8 @@ def test_benchmark_resumed_run_trains_as_an_uninterrupted_one(tmp_path, capsys, 
     assert first["results"]["sasrec"]["epochs_completed"] == 1
     assert first["results"]["hstu"] == {"status": "not started"}
     assert (tmp_path / "parts" / "sasrec" / hstu_ml1m.CHECKPOINT_FILE).exists()
+    options = json.loads((tmp_path / "parts" / hstu_ml1m.OPTIONS_FILE).read_text())
+    assert options["data"] == str(data_file)  # the file found, not the default None
     second = hstu_ml1m.main(resumable)
     assert second["complete"] and "gain_hstu_large_over_sasrec" not in second
     for name in ("sasrec", "hstu"):
