@@ -586,13 +586,13 @@ def main() -> None:
                     click[kind].append(scored(arm_name(kind, seed), deep=deep, seed=seed, **changes)["click"])
             comparison: dict[str, object] = {}
             for cohort, rows in (("new", e.new_user), ("regular", e.regular_user)):
-                labels = e.labels["click"][rows]
+                cohort_labels = e.labels["click"][rows]
                 comparison[cohort] = {
-                    kind: over_seeds([auc(labels, c[rows]) for c in per_seed])
+                    kind: over_seeds([auc(cohort_labels, c[rows]) for c in per_seed])
                     for kind, per_seed in click.items()
                 }
                 comparison[cohort]["poso_minus_mmoe"] = paired_auc_difference(
-                    labels, [c[rows] for c in click["poso"]], [c[rows] for c in click["mmoe"]]
+                    cohort_labels, [c[rows] for c in click["poso"]], [c[rows] for c in click["mmoe"]]
                 )
             return comparison
 
