@@ -23,6 +23,7 @@ from watchnext.models.hstu.retrieval import (
     SequentialRetrievalModel,
     evaluate_full_ranking,
     full_ranking_metrics,
+    full_ranking_ranks,
     leave_one_out_split,
     load_sequences,
     metrics_from_ranks,
@@ -278,6 +279,14 @@ def test_evaluate_full_ranking_matches_manual_scores():
             assert got["num_users"] == 7
             for key, value in expected.items():
                 assert got[key] == pytest.approx(value, abs=1e-6), (key, exclude, jit)
+    both = full_ranking_ranks(model, histories, targets, batch_size=4)
+    seen = [row[row > 0] - 1 for row in histories]
+    np.testing.assert_array_equal(both["all_items"], ranks_from_scores(scores, targets - 1))
+    np.testing.assert_array_equal(both["history_excluded"], ranks_from_scores(scores, targets - 1, seen))
+    assert np.all(both["history_excluded"] <= both["all_items"])
+    assert np.any(both["history_excluded"] < both["all_items"])  # the histories did hold higher items
+    with pytest.raises(ValueError, match="unknown rankings"):
+        full_ranking_ranks(model, histories, targets, rankings=("seen_only",))
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -420,12 +429,15 @@ def test_benchmark_tiny_run(tmp_path, capsys, monkeypatch):
     for name in ("sasrec", "hstu_large"):
         result = printed["results"][name]
         assert set(result["metrics"]) == {f"{m}@{k}" for m in ("HR", "NDCG") for k in (10, 50, 200)}
+        assert set(result["metrics_all_items"]) == set(result["metrics"])
+        for k in (10, 50, 200):  # dropping other items from a ranking cannot lower the target
+            assert result["metrics"][f"HR@{k}"] >= result["metrics_all_items"][f"HR@{k}"]
         assert result["train_steps"] == result["steps_per_epoch"] == 3  # 20 users, batch 8
         assert result["epochs_done"] == 1 and len(result["eval_history"]) == 1
         assert result["paper"]["HR@10"] in (0.2853, 0.3294)
     large = printed["results"]["hstu_large"]["encoder_config"]
     assert (large["num_blocks"], large["num_heads"], large["max_len"]) == (2, 2, 8)
-    assert set(printed["gain_hstu_large_over_sasrec"]) == {"ours", "paper"}
+    assert set(printed["gain_hstu_large_over_sasrec"]) == {"ours", "ours_all_items", "paper"}
     assert printed["gain_hstu_large_over_sasrec"]["paper"]["HR@10"] == pytest.approx(
         0.3294 / 0.2853 - 1, abs=1e-4
     )
@@ -474,6 +486,19 @@ def test_benchmark_resumed_run_trains_as_an_uninterrupted_one(tmp_path, capsys, 
             assert resumed["metrics"][metric] == pytest.approx(value, abs=1e-4), (name, metric)
     # A finished config is reused, not retrained; other training options are refused.
     assert hstu_ml1m.main(resumable)["results"] == second["results"]
+    # A result from before both rankings were evaluated (all items only) is evaluated again from
+    # its final state; its evaluation history keeps what it had, labelled as all-items.
+    result_file = tmp_path / "parts" / "sasrec" / hstu_ml1m.RESULT_FILE
+    old = json.loads(result_file.read_text())
+    old["metrics"] = old.pop("metrics_all_items")
+    old["eval_history"] = [{"epoch": e["epoch"], **e["all_items"]} for e in old["eval_history"]]
+    result_file.write_text(json.dumps(old))
+    updated = hstu_ml1m.main(resumable)["results"]["sasrec"]
+    assert updated["metrics"] == second["results"]["sasrec"]["metrics"]
+    assert updated["metrics_all_items"] == second["results"]["sasrec"]["metrics_all_items"]
+    history = second["results"]["sasrec"]["eval_history"]
+    assert updated["eval_history"] == [{"epoch": e["epoch"], "all_items": e["all_items"]} for e in history]
+    assert json.loads(result_file.read_text()) == updated
     with pytest.raises(SystemExit, match="learning_rate"):
         hstu_ml1m.main(resumable + ["--learning-rate", "0.01"])
     capsys.readouterr()

@@ -36,9 +36,15 @@ vectors 1..num_items by cosine; rank = number of other items scoring higher than
 
     HR@K = mean [rank < K],    NDCG@K = mean [rank < K] / log2(rank + 2),    K in (10, 50, 200).
 
-Already-seen history items are NOT excluded by default: the public HSTU / SASRec full-ranking
-protocol (methods.md section 3, generative-recommenders configs of 2024-04) ranks over all items;
-`exclude_seen=True` gives the other common variant.
+Two rankings (`RANKINGS`, `full_ranking_ranks` gives both from one scoring pass):
+  * "history_excluded": the items of the test history are dropped from the user's ranking (the
+    held-out item never is). This is what the public HSTU / SASRec numbers measure: the reference
+    code (meta-recsys/generative-recommenders, research/ trainer, since its first commit of
+    2024-04) evaluates with `filter_invalid_ids=True`, its default, which drops the history ids
+    from the top-k. `exclude_seen=True` here.
+  * "all_items": every item 1..num_items competes, seen ones included (`exclude_seen=False`, the
+    default of `evaluate_full_ranking`: a retrieval stage that does not filter what was seen, as
+    the exported `retrieve` signature).
 
 Data (`leave_one_out_split`): per-user time-ordered item lists, raw ids remapped to 1..num_items
 (sorted raw id order). For a sequence S of length m >= 2: test history = S[:-1][-max_len:],
@@ -51,8 +57,8 @@ Example:
     model = SequentialRetrievalModel(data.num_items, HSTU_CONFIG, RetrievalConfig(epochs=101))
     model.compile()                                     # Adam(1e-3, beta_2=0.98), XLA
     model.fit(data.train_dataset(model.retrieval_config), epochs=model.retrieval_config.epochs)
-    metrics = evaluate_full_ranking(model, data.test_histories, data.test_targets)
-    metrics["HR@10"], metrics["NDCG@10"]
+    metrics = evaluate_full_ranking(model, data.test_histories, data.test_targets, exclude_seen=True)
+    metrics["HR@10"], metrics["NDCG@10"]                # comparable with the published numbers
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ from watchnext.models.hstu.mfalcon import backend_jit
 NEGATIVE_SOURCES = ("random", "in_batch", "random+in_batch")
 NEGATIVE_SHARING = ("position", "sequence", "batch")
 DEFAULT_KS = (10, 50, 200)
+RANKINGS = ("all_items", "history_excluded")
 ACCIDENTAL_HIT_LOGIT = -1.0e9
 
 
@@ -383,6 +390,55 @@ def full_ranking_metrics(
     return metrics_from_ranks(ranks_from_scores(scores, target_columns, exclude_columns), ks)
 
 
+def full_ranking_ranks(
+    model: SequentialRetrievalModel | SequentialEncoder,
+    histories: np.ndarray,
+    targets: np.ndarray,
+    rankings: Sequence[str] = RANKINGS,
+    batch_size: int = 512,
+    jit_compile: bool = True,
+) -> dict[str, np.ndarray]:
+    """(U,) 0-based ranks of the held-out items for each of `rankings` (see `RANKINGS`).
+
+    Args:
+        model: the trained model (or its encoder).
+        histories: (U, n) right-padded item ids (n <= max_len), the test inputs.
+        targets: (U,) held-out item ids in 1..num_items.
+        rankings: which of `RANKINGS` to compute; all share one scoring pass.
+        batch_size: users per scoring call (the last call is zero-padded, so one shape compiles).
+        jit_compile: compile the user-vector and scoring step with the backend's XLA jit.
+    """
+    unknown = [r for r in rankings if r not in RANKINGS]
+    if unknown:
+        raise ValueError(f"unknown rankings {unknown}; choose from {RANKINGS}")
+    encoder = model.encoder if isinstance(model, SequentialRetrievalModel) else model
+    histories = np.asarray(histories, dtype=np.int32)
+    targets = np.asarray(targets, dtype=np.int64)
+    all_items = ops.arange(1, encoder.num_items + 1, dtype="int32")
+
+    def score(ids: Any) -> Any:
+        items = encoder.item_vectors(all_items)
+        return ops.matmul(encoder.user_vectors(ids), ops.transpose(items))
+
+    step = backend_jit(score) if jit_compile else score
+    ranks: dict[str, list[np.ndarray]] = {r: [] for r in rankings}
+    for start in range(0, len(histories), batch_size):
+        chunk = histories[start : start + batch_size]
+        size = len(chunk)
+        if size < batch_size and start > 0:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - size, axis=0)])
+        scores = np.asarray(ops.convert_to_numpy(step(chunk)))[:size]
+        target_columns = targets[start : start + size] - 1
+        for ranking in rankings:
+            seen = None
+            if ranking == "history_excluded":
+                seen = [row[row > 0] - 1 for row in histories[start : start + size]]
+            ranks[ranking].append(ranks_from_scores(scores, target_columns, seen))
+    return {
+        r: np.concatenate(chunks) if chunks else np.zeros((0,), dtype=np.int64) for r, chunks in ranks.items()
+    }
+
+
 def evaluate_full_ranking(
     model: SequentialRetrievalModel | SequentialEncoder,
     histories: np.ndarray,
@@ -395,44 +451,20 @@ def evaluate_full_ranking(
 ) -> dict[str, Any]:
     """Full-ranking HR@K / NDCG@K of the held-out items (see the module docstring).
 
-    Args:
-        model: the trained model (or its encoder).
-        histories: (U, n) right-padded item ids (n <= max_len), the test inputs.
-        targets: (U,) held-out item ids in 1..num_items.
+    Args: as `full_ranking_ranks`, and
         ks: cut-offs.
-        batch_size: users per scoring call (the last call is zero-padded, so one shape compiles).
-        exclude_seen: drop the history's items from each ranking (off in the public protocol).
-        jit_compile: compile the user-vector and scoring step with the backend's XLA jit.
+        exclude_seen: drop the history's items from each ranking ("history_excluded", what the
+            public benchmark numbers measure); default: rank over all items ("all_items").
         return_ranks: also return the (U,) ranks under "ranks".
 
     Returns: {"HR@10": ..., "NDCG@10": ..., ..., "num_users": U}.
     """
-    encoder = model.encoder if isinstance(model, SequentialRetrievalModel) else model
-    histories = np.asarray(histories, dtype=np.int32)
-    targets = np.asarray(targets, dtype=np.int64)
-    all_items = ops.arange(1, encoder.num_items + 1, dtype="int32")
-
-    def score(ids: Any) -> Any:
-        items = encoder.item_vectors(all_items)
-        return ops.matmul(encoder.user_vectors(ids), ops.transpose(items))
-
-    step = backend_jit(score) if jit_compile else score
-    ranks = []
-    for start in range(0, len(histories), batch_size):
-        chunk = histories[start : start + batch_size]
-        size = len(chunk)
-        if size < batch_size and start > 0:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - size, axis=0)])
-        scores = np.asarray(ops.convert_to_numpy(step(chunk)))[:size]
-        exclude = None
-        if exclude_seen:
-            exclude = [row[row > 0] - 1 for row in histories[start : start + size]]
-        ranks.append(ranks_from_scores(scores, targets[start : start + size] - 1, exclude))
-    all_ranks = np.concatenate(ranks) if ranks else np.zeros((0,), dtype=np.int64)
-    result: dict[str, Any] = metrics_from_ranks(all_ranks, ks)
-    result["num_users"] = len(all_ranks)
+    ranking = "history_excluded" if exclude_seen else "all_items"
+    ranks = full_ranking_ranks(model, histories, targets, (ranking,), batch_size, jit_compile)[ranking]
+    result: dict[str, Any] = metrics_from_ranks(ranks, ks)
+    result["num_users"] = len(ranks)
     if return_ranks:
-        result["ranks"] = all_ranks
+        result["ranks"] = ranks
     return result
 
 

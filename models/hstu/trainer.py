@@ -21,7 +21,7 @@ SavedModel signatures (`export_hstu`), no timestamps read (the time bias must be
   target) -> float[None] each of `target_rank`, `hit_at_10`, `hit_at_50`, `hit_at_200`,
   `ndcg_at_10`, `ndcg_at_50`, `ndcg_at_200`. The user vector of the history (most recent max_len
   items) scores all N items by cosine; target_rank = number of other items scoring >= the target
-  (ties count against it, seen items are not excluded: the `evaluate_full_ranking` convention);
+  (ties count against it, seen items are not excluded: `evaluate_full_ranking`'s "all_items" ranking);
   an OOV target gets rank N and no hit. hit_at_K = [rank < K], ndcg_at_K = hit_at_K / log2(rank + 2),
   so TFMA's MeanPrediction of these outputs is HR@K / NDCG@K.
 - `retrieve(history_item_ids: string[None, None], k: int32[])`: histories right-padded with "" ->
