@@ -22,7 +22,8 @@ Per config the JSON holds the six metrics ("metrics": history excluded, the prot
 "metrics_all_items"), the paper's numbers, training epochs done (training
 stops once --max-minutes-per-config is spent; the model is then evaluated as it is), train steps,
 seconds per step (median, first/compiling step excluded), an estimate of one epoch's time on the
-whole data file (steps of a full epoch x seconds per step), loss history and wall times; then
+whole data file (steps of a full epoch x seconds per step), loss history and wall time (over all
+runs of a resumed config, and of this run); then
 the gain of HSTU-large over our SASRec (and the paper's gain), under both rankings. Progress goes
 to stderr.
 
@@ -237,7 +238,8 @@ class TrainingMonitor(keras.callbacks.Callback):
     """Step timing, loss history, progress lines, the time budgets and periodic evaluation.
 
     `restored` (records of an earlier run of the same config) continues its histories and time;
-    past `deadline` (time.monotonic()) training pauses at the next epoch boundary.
+    past `deadline` (time.monotonic()) training pauses at the next epoch boundary. Wall time
+    counts from `run_start` (time.perf_counter(); default: now) and adds the earlier runs'.
     """
 
     def __init__(
@@ -251,6 +253,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         eval_every: int = 0,
         restored: dict[str, Any] | None = None,
         deadline: float | None = None,
+        run_start: float | None = None,
     ) -> None:
         super().__init__()
         self.name, self.epochs, self.steps_per_epoch = name, epochs, steps_per_epoch
@@ -266,6 +269,11 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.epochs_completed = restored.get("epochs_completed", 0)
         self.earlier_train_seconds = restored.get("train_seconds", 0.0)
         self.earlier_eval_seconds = restored.get("eval_seconds", 0.0)
+        # Records from before wall time was kept: their training + evaluation time stands in.
+        self.earlier_wall_seconds = restored.get(
+            "wall_seconds", self.earlier_train_seconds + self.earlier_eval_seconds
+        )
+        self.run_start = time.perf_counter() if run_start is None else run_start
         self.runs = restored.get("runs", 0) + 1
         self.steps_in_last_epoch = 0
         self.stopped_by_budget = False
@@ -291,8 +299,13 @@ class TrainingMonitor(keras.callbacks.Callback):
             "eval_history": self.eval_history,
             "train_seconds": self.elapsed(),
             "eval_seconds": self.earlier_eval_seconds + self.eval_seconds,
+            "wall_seconds": self.wall_seconds(),
             "runs": self.runs,
         }
+
+    def wall_seconds(self) -> float:
+        """Wall time of this config over all runs, from its model build on (data loading excluded)."""
+        return self.earlier_wall_seconds + time.perf_counter() - self.run_start
 
     def steady_step_times(self) -> list[float]:
         first = set(self.first_steps)
@@ -481,6 +494,7 @@ def run_config(
         args.eval_every,
         restored=restored,
         deadline=deadline,
+        run_start=wall_start,
     )
     callbacks: list[keras.callbacks.Callback] = [monitor]
     if config_dir is not None:
@@ -504,6 +518,7 @@ def run_config(
             "status": "paused",
             "epochs_completed": monitor.epochs_completed,
             "train_seconds": round(monitor.train_seconds, 1),
+            "wall_seconds": round(monitor.wall_seconds(), 1),
             "eval_history": [rounded(e) for e in monitor.eval_history],
             "checkpoint": str(config_dir / CHECKPOINT_FILE),
         }
@@ -536,7 +551,8 @@ def run_config(
         "train_seconds": round(monitor.train_seconds, 1),
         "eval_seconds": round(eval_seconds + monitor.earlier_eval_seconds + monitor.eval_seconds, 1),
         "runs": monitor.runs,
-        "wall_seconds": round(time.perf_counter() - wall_start, 1),
+        "wall_seconds": round(monitor.wall_seconds(), 1),
+        "wall_seconds_this_run": round(time.perf_counter() - wall_start, 1),
     }
     if config_dir is not None:
         (config_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")

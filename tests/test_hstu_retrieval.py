@@ -482,6 +482,10 @@ def test_benchmark_resumed_run_trains_as_an_uninterrupted_one(tmp_path, capsys, 
         )
         np.testing.assert_allclose(resumed["loss_history"], uninterrupted["loss_history"], atol=1e-5)
         assert [e["epoch"] for e in resumed["eval_history"]] == [1, 2, 3]
+        # Wall time adds up over the runs.
+        assert resumed["wall_seconds"] >= resumed["train_seconds"] + resumed["eval_seconds"] - 0.2
+        earlier = first["results"]["sasrec"]["wall_seconds"] if name == "sasrec" else 0.0
+        assert resumed["wall_seconds"] == pytest.approx(earlier + resumed["wall_seconds_this_run"], abs=0.5)
         for metric, value in uninterrupted["metrics"].items():
             assert resumed["metrics"][metric] == pytest.approx(value, abs=1e-4), (name, metric)
     # A finished config is reused, not retrained; other training options are refused.
