@@ -272,11 +272,34 @@ def test_dropout_only_in_training(data):
     assert np.abs(np_(layer(data["x"], training=True)) - inference).max() > 1e-3
 
 
+def test_uvqk_starts_small_and_each_layer_differs():
+    keras.utils.set_random_seed(0)
+    layers = [HSTULayer(num_heads=1, dqk=50, dv=50, max_len=20, seed=7) for _ in range(2)]
+    for layer in layers:
+        layer.build((None, None, 50))
+    kernels = [np_(layer.f1.kernel) for layer in layers]
+    for kernel in kernels:
+        assert kernel.shape == (50, 200)
+        assert np.std(kernel) == pytest.approx(0.02, rel=0.05)  # the reference's N(0, 0.02)
+    assert not np.allclose(kernels[0], kernels[1])  # one dropout seed, not one kernel
+    wider = HSTULayer(num_heads=1, dqk=50, dv=50, max_len=20, uvqk_init_stddev=0.1)
+    wider.build((None, None, 50))
+    assert np.std(np_(wider.f1.kernel)) == pytest.approx(0.1, rel=0.05)
+
+
 @pytest.mark.parametrize(
     "layer",
     [
         HSTULayer(
-            num_heads=2, dqk=4, dv=6, max_len=33, dropout=0.1, use_time_bias=True, block_size=64, seed=3
+            num_heads=2,
+            dqk=4,
+            dv=6,
+            max_len=33,
+            dropout=0.1,
+            use_time_bias=True,
+            block_size=64,
+            seed=3,
+            uvqk_init_stddev=0.05,
         ),
         SASRecBlock(num_heads=2, head_dim=4, ffn_dim=7, dropout=0.3, attention_dropout=0.0),
         RelativeAttentionBias(max_len=7, num_time_buckets=9, use_time=True),
