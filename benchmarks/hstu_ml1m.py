@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": results,
         "paper": PAPER,
     }
-    if complete and "hstu_large" in results and "sasrec" in results:
+    if all(results.get(n, {}).get("status") == "finished" for n in ("hstu_large", "sasrec")):
         large, sasrec = results["hstu_large"], results["sasrec"]
         report["gain_hstu_large_over_sasrec"] = {
             "ours": relative_gain(large["metrics"], sasrec["metrics"]),

@@ -453,6 +453,23 @@ def test_benchmark_tiny_run(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
 
 
+def test_benchmark_gain_needs_only_sasrec_and_hstu_large(tmp_path, capsys, monkeypatch):
+    hstu_ml1m = import_benchmark()
+    tiny = {name: tiny_config(config) for name, config in
+            (("sasrec", SASREC_CONFIG), ("hstu", HSTU_CONFIG), ("hstu_large", HSTU_CONFIG))}  # fmt: skip
+    monkeypatch.setattr(hstu_ml1m, "CONFIGS", tiny)
+    argv = ["--data", str(tiny_data_file(tmp_path)), "--epochs", "2", "--max-len", "8", "--batch-size", "8"]
+    argv += ["--num-negatives", "4", "--no-jit", "--checkpoint-dir", str(tmp_path / "run")]
+    hstu_ml1m.main(argv + ["--configs", "sasrec,hstu_large"])
+    report = hstu_ml1m.main(argv + ["--configs", "sasrec,hstu_large,hstu", "--stop-after-minutes", "1e-9"])
+    assert not report["complete"] and report["results"]["hstu"]["status"] == "paused"
+    gain = report["gain_hstu_large_over_sasrec"]["ours"]
+    large, sasrec = report["results"]["hstu_large"]["metrics"], report["results"]["sasrec"]["metrics"]
+    assert sasrec["NDCG@10"] > 0
+    assert gain["NDCG@10"] == pytest.approx(large["NDCG@10"] / sasrec["NDCG@10"] - 1, abs=1e-3)
+    capsys.readouterr()
+
+
 def test_benchmark_resumed_run_trains_as_an_uninterrupted_one(tmp_path, capsys, monkeypatch):
     hstu_ml1m = import_benchmark()
     monkeypatch.setattr(hstu_ml1m, "CONFIGS", {"sasrec": tiny_config(SASREC_CONFIG), "hstu": tiny_config()})
