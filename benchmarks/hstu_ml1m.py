@@ -18,14 +18,13 @@ Data: --data, else ../shared/data/ml-1m-sasrec/ml-1m.txt (SASRec preprocessing: 
 paper's numbers were produced on the raw ratings.dat (3,706 items); the SASRec file drops rare
 items, so numbers are close but not strictly comparable.
 
-Per config the JSON holds the six metrics ("metrics": history excluded, the protocol's; and
-"metrics_all_items"), the paper's numbers, training epochs done (training
-stops once --max-minutes-per-config is spent; the model is then evaluated as it is), train steps,
-seconds per step (median, first/compiling step excluded), an estimate of one epoch's time on the
-whole data file (steps of a full epoch x seconds per step), loss history and wall time (over all
-runs of a resumed config, and of this run); then
-the gain of HSTU-large over our SASRec (and the paper's gain), under both rankings. Progress goes
-to stderr.
+Per config the JSON holds: the six metrics ("metrics": history excluded, the protocol's;
+"metrics_all_items": seen items ranked too) and the paper's numbers; epochs done (training stops
+once --max-minutes-per-config is spent and the model is evaluated as it is); train steps; seconds
+per step (median, the first, compiling step excluded) and an estimate of one epoch's time on the
+whole data file (steps of a full epoch x seconds per step); the loss history; wall time, over all
+runs of a resumed config and of this run alone. Then the gain of HSTU-large over our SASRec (and
+the paper's gain), under both rankings. Progress goes to stderr.
 
 Examples:
     python benchmarks/hstu_ml1m.py                                   # full run (hours on 2 cores)
@@ -36,8 +35,11 @@ Examples:
 Resumable: with --checkpoint-dir every config saves its model and optimizer state (Adam moments,
 random-seed states) and its records after each epoch, and a finished config its result; the same
 command run again continues where the last one stopped (the data order is replayed, so a resumed
-run trains exactly as an uninterrupted one). --stop-after-minutes ends a run cleanly at an epoch
-boundary, so the full protocol (hours on 2 cores) can be spread over several sittings:
+run trains exactly as an uninterrupted one). A folder serves only the same training options
+(options.json) and, per config, the same model: every layer's configuration (model.json; e.g. an
+initializer or a layer option changed in the code since the checkpoint was written is refused,
+not resumed). --stop-after-minutes ends a run cleanly at an epoch boundary, so the full protocol
+(hours on 2 cores) can be spread over several sittings:
     python benchmarks/hstu_ml1m.py --checkpoint-dir runs/ml1m --stop-after-minutes 100   # repeat
 
 `--negative-sharing sequence` (one set of 128 negatives per sequence, not per position) is the
@@ -173,6 +175,7 @@ def resolve_data(path: str | None) -> Path:
 CHECKPOINT_FILE = "state.npz"
 RESULT_FILE = "result.json"
 OPTIONS_FILE = "options.json"
+MODEL_FILE = "model.json"
 # Options that do not change what is trained; they may differ between the runs of one checkpoint.
 RUN_CONTROL_OPTIONS = (
     "configs", "checkpoint_dir", "stop_after_minutes", "log_every_steps", "eval_batch_size", "eval_every",
@@ -198,6 +201,54 @@ def open_checkpoint_dir(args: argparse.Namespace) -> Path | None:
     else:
         path.write_text(json.dumps(options, indent=2) + "\n")
     return root
+
+
+def layer_configs(model: keras.Model) -> list[dict[str, Any]]:
+    """Class and configuration (name left out) of every layer inside `model`, in build order, as JSON.
+
+    Names are left out because Keras numbers unnamed layers per process; the order is fixed by the
+    model's code.
+    """
+    configs = []
+    for layer in model._flatten_layers(include_self=False):
+        config = {key: value for key, value in layer.get_config().items() if key != "name"}
+        configs.append({"class": type(layer).__name__, "config": config})
+    return json.loads(json.dumps(configs, sort_keys=True, default=str))
+
+
+def config_difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """'key saved -> now' for each differing configuration value of one layer."""
+    if saved.get("class") != current.get("class"):
+        return f"class {saved.get('class')} -> {current['class']}"
+    before, now = saved.get("config", {}), current["config"]
+    keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    return ", ".join(f"{k} {before.get(k)} -> {now.get(k)}" for k in keys)
+
+
+def check_model_matches(config_dir: Path, model: keras.Model) -> None:
+    """Refuse to resume `config_dir` with a model whose layers are configured differently.
+
+    A checkpoint from before model.json existed gets one written from the current model.
+    """
+    path = config_dir / MODEL_FILE
+    current = layer_configs(model)
+    if not path.exists():
+        config_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(current, indent=1) + "\n")
+        return
+    saved = json.loads(path.read_text())
+    differing = [
+        f"layer {i} ({now['class']}): {config_difference(before, now)}"
+        for i, (before, now) in enumerate(zip(saved, current, strict=False))
+        if before != now
+    ]
+    if len(saved) != len(current):
+        differing.append(f"{len(saved)} layers saved, {len(current)} now")
+    if differing:
+        raise SystemExit(
+            f"{config_dir} was trained with another model ({'; '.join(differing[:3])}); "
+            "use another --checkpoint-dir, or move this config's folder aside to start it again"
+        )
 
 
 def save_training_state(path: Path, model: keras.Model, records: dict[str, Any]) -> None:
@@ -468,6 +519,8 @@ def run_config(
     )
     model.build()
     model.compile()
+    if config_dir is not None:
+        check_model_matches(config_dir, model)
     dataset = data.train_dataset(retrieval_config)
     restored = None
     if config_dir is not None and (config_dir / CHECKPOINT_FILE).exists():

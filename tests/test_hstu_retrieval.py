@@ -523,3 +523,30 @@ def test_benchmark_resumed_run_trains_as_an_uninterrupted_one(tmp_path, capsys, 
     with pytest.raises(SystemExit, match="learning_rate"):
         hstu_ml1m.main(resumable + ["--learning-rate", "0.01"])
     capsys.readouterr()
+
+
+def test_benchmark_refuses_to_resume_a_differently_configured_model(tmp_path, capsys, monkeypatch):
+    hstu_ml1m = import_benchmark()
+    monkeypatch.setattr(hstu_ml1m, "CONFIGS", {"hstu": tiny_config()})
+    argv = ["--data", str(tiny_data_file(tmp_path)), "--configs", "hstu", "--epochs", "3", "--max-len", "8"]
+    argv += ["--batch-size", "8", "--num-negatives", "4", "--no-jit"]
+    argv += ["--checkpoint-dir", str(tmp_path / "run")]
+    first = hstu_ml1m.main(argv + ["--stop-after-minutes", "1e-9"])
+    assert first["results"]["hstu"]["status"] == "paused"
+    model_file = tmp_path / "run" / "hstu" / hstu_ml1m.MODEL_FILE
+    layers = json.loads(model_file.read_text())
+    hstu_layers = [entry for entry in layers if entry["class"] == "HSTULayer"]
+    assert hstu_layers and all(e["config"]["uvqk_init_stddev"] == 0.02 for e in hstu_layers)
+    # As if the code had changed f1's initializer since the checkpoint was written.
+    hstu_layers[0]["config"]["uvqk_init_stddev"] = 0.089
+    model_file.write_text(json.dumps(layers))
+    refused = r"another model \(layer \d+ \(HSTULayer\): uvqk_init_stddev 0.089 -> 0.02\)"
+    with pytest.raises(SystemExit, match=refused):
+        hstu_ml1m.main(argv)
+    # A checkpoint from before model.json existed resumes, and gets one.
+    model_file.unlink()
+    second = hstu_ml1m.main(argv)
+    assert second["complete"] and second["results"]["hstu"]["runs"] == 2
+    rewritten = json.loads(model_file.read_text())
+    assert [e["config"]["uvqk_init_stddev"] for e in rewritten if e["class"] == "HSTULayer"] == [0.02]
+    capsys.readouterr()
