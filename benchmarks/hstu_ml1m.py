@@ -233,7 +233,6 @@ def check_model_matches(config_dir: Path, model: keras.Model) -> None:
     path = config_dir / MODEL_FILE
     current = layer_configs(model)
     if not path.exists():
-        config_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(current, indent=1) + "\n")
         return
     saved = json.loads(path.read_text())
@@ -520,6 +519,7 @@ def run_config(
     model.build()
     model.compile()
     if config_dir is not None:
+        config_dir.mkdir(parents=True, exist_ok=True)
         check_model_matches(config_dir, model)
     dataset = data.train_dataset(retrieval_config)
     restored = None
@@ -551,7 +551,6 @@ def run_config(
     )
     callbacks: list[keras.callbacks.Callback] = [monitor]
     if config_dir is not None:
-        config_dir.mkdir(parents=True, exist_ok=True)
         callbacks.append(EpochCheckpoint(config_dir / CHECKPOINT_FILE, monitor))
     progress(f"[{name}] {model.count_params()} params; {len(dataset)} steps/epoch, {args.epochs} epochs")
     initial_epoch = monitor.epochs_completed
