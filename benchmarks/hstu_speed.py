@@ -14,6 +14,11 @@ Measures, side by side in one process:
      Blocks: HSTULayer (1 head, dqk = dv = d, blocked attention, position bias) and SASRecBlock
      as in the public SASRec baseline (1 head, ffn 50, dropout 0.2 also on the attention
      probabilities, like torch MultiheadAttention(dropout=0.2) there).
+     A third block, "products_only" (blocked path only), is the HSTU block with its attention cut
+     down to the six matrix products per query block (forward Q K^T and (.) V, the backward's
+     four, in the same layouts) and nothing else: no position bias, no SiLU, no mask. It is a
+     lower bound for any HSTU block doing those products with this block layout on this machine,
+     so products_only_over_sasrec shows how much of a time-ratio target the products leave.
   2. M-FALCON vs naive candidate scoring with the HSTU encoder (2 blocks, d = 50) for one history
      of `--history` items and m candidates: candidates per second and the speed-up (target >= 50x
      at m = 1024). The naive scorer batches `--naive-batch` independent [history; candidate]
@@ -88,6 +93,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def int_list(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t.strip()]
+
+
+@keras.ops.custom_gradient
+def products_only_attention(q: Any, k_t: Any, v: Any, bias: Any) -> Any:
+    """(Q K^T) V and its backward as six matrix products, laid out as in `silu_attention`."""
+    scores = keras.ops.matmul(q, k_t)
+
+    def grad(*args: Any, upstream: Any = None) -> tuple[Any, Any, Any, Any]:
+        d_out = args[0] if upstream is None else upstream
+        d_scores = keras.ops.matmul(d_out, keras.ops.swapaxes(v, -1, -2))
+        d_v_t = keras.ops.matmul(keras.ops.swapaxes(d_out, -1, -2), scores)
+        return (
+            keras.ops.matmul(d_scores, keras.ops.swapaxes(k_t, -1, -2)),
+            keras.ops.matmul(keras.ops.swapaxes(q, -1, -2), d_scores),
+            keras.ops.swapaxes(d_v_t, -1, -2),
+            keras.ops.zeros_like(bias),
+        )
+
+    return keras.ops.matmul(scores, v), grad
+
+
+class ProductsOnlyHSTU(HSTULayer):
+    """HSTULayer whose query blocks do only the matrix products (the "products_only" floor)."""
+
+    def attend_block(self, q: Any, k_t: Any, v: Any, bias: Any) -> Any:
+        return products_only_attention(q, k_t, v, bias)
 
 
 # -- backend-specific fwd+bwd steps ------------------------------------------------------------------
@@ -174,23 +205,21 @@ def batch_size(args: argparse.Namespace, n: int) -> int:
     return args.batch if args.batch > 0 else max(1, args.tokens // n)
 
 
-def build_blocks(args: argparse.Namespace, n: int) -> tuple[HSTULayer, SASRecBlock]:
+def build_blocks(args: argparse.Namespace, n: int) -> dict[str, keras.layers.Layer]:
+    """The timed blocks by name: hstu, sasrec and (blocked path only) products_only."""
     head_dim = args.width // args.heads
-    extra = {} if args.block_size is None else {"block_size": args.block_size}
-    hstu = HSTULayer(
-        num_heads=args.heads,
-        dqk=head_dim,
-        dv=head_dim,
-        max_len=n,
-        dropout=args.dropout,
-        attention_impl=args.hstu_impl,
-        **extra,
-    )
-    sasrec = SASRecBlock(num_heads=args.heads, ffn_dim=args.ffn, dropout=args.dropout)
-    shape = (batch_size(args, n), n, args.width)
-    hstu.build(shape)
-    sasrec.build(shape)
-    return hstu, sasrec
+    options = dict(num_heads=args.heads, dqk=head_dim, dv=head_dim, max_len=n, dropout=args.dropout)
+    if args.block_size is not None:
+        options["block_size"] = args.block_size
+    blocks = {
+        "hstu": HSTULayer(attention_impl=args.hstu_impl, **options),
+        "sasrec": SASRecBlock(num_heads=args.heads, ffn_dim=args.ffn, dropout=args.dropout),
+    }
+    if args.hstu_impl == "blocked":
+        blocks["products_only"] = ProductsOnlyHSTU(**options)
+    for block in blocks.values():
+        block.build((batch_size(args, n), n, args.width))
+    return blocks
 
 
 def padded_lengths(rng: np.random.Generator, batch: int, n: int, min_fraction: float) -> Any:
@@ -208,7 +237,7 @@ def block_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
         shape = (batch_size(args, n), n, args.width)
         x = keras.ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
         cotangent = keras.ops.convert_to_tensor(rng.normal(size=shape).astype("float32"))
-        hstu, sasrec = build_blocks(args, n)
+        blocks = build_blocks(args, n)
         for min_fraction in [float(f) for f in args.min_length_fractions.split(",") if f.strip()]:
             lengths = padded_lengths(rng, shape[0], n, min_fraction)
             valid = (
@@ -217,10 +246,7 @@ def block_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
                 else float(np.sum(keras.ops.convert_to_numpy(lengths))) / (n * shape[0])
             )
             for mode in [m for m in args.modes.split(",") if m]:
-                steps = {
-                    "hstu": make_step(hstu, x, cotangent, mode, lengths),
-                    "sasrec": make_step(sasrec, x, cotangent, mode, lengths),
-                }
+                steps = {name: make_step(b, x, cotangent, mode, lengths) for name, b in blocks.items()}
                 times = side_by_side(steps, args.repeats, args.warmup)
                 hstu_s, sasrec_s = statistics.median(times["hstu"]), statistics.median(times["sasrec"])
                 ratio = hstu_s / sasrec_s
@@ -236,6 +262,10 @@ def block_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "hstu_over_sasrec": round(ratio, 3),
                     "median_paired_ratio": round(paired, 3),
                 }
+                if "products_only" in times:
+                    floor_s = statistics.median(times["products_only"])
+                    entry["products_only_ms"] = round(1e3 * floor_s, 3)
+                    entry["products_only_over_sasrec"] = round(floor_s / sasrec_s, 3)
                 if n in TARGETS:
                     entry["target"] = TARGETS[n]
                     entry["meets_target"] = ratio <= TARGETS[n]
@@ -308,6 +338,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "hstu": "HSTULayer: 1 block, blocked causal attention (block_size option or layer default), "
             "relative position bias on, no time bias, dropout before f2",
             "sasrec": "SASRecBlock as the public baseline: dropout also on attention probabilities",
+            "products_only": "HSTU block whose attention does only its six matrix products per "
+            "query block: a lower bound for the hstu time with this block layout",
             "off": "tf.function without XLA on TensorFlow, op by op on JAX",
             "timing": "fwd+bwd w.r.t. input and weights; medians over repeats, blocks alternated",
         },

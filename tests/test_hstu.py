@@ -447,13 +447,40 @@ def test_mfalcon_jit_and_naive_one_call_per_candidate():
 # -- benchmark smoke run ---------------------------------------------------------------------------
 
 
-def test_benchmark_quick_run(capsys):
+def import_hstu_speed():
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         import hstu_speed
     finally:
         sys.path.pop(0)
-    report = hstu_speed.main(
+    return hstu_speed
+
+
+def test_benchmark_products_only_floor_does_the_products_of_the_plain_attention():
+    """The floor's hand-written backward must be the exact gradient of (Q K^T) V, not less work."""
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("gradient check written with tf.GradientTape")
+    products_only = import_hstu_speed().products_only_attention
+    rng = np.random.default_rng(4)
+    q, k_t, v = (
+        tf.constant(rng.normal(size=s).astype("float32"))
+        for s in [(2, 1, 8, 5), (2, 1, 5, 12), (2, 1, 12, 4)]
+    )
+    bias = tf.zeros((8, 12))
+    cot = tf.constant(rng.normal(size=(2, 1, 8, 4)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([q, k_t, v])
+        floor = tf.reduce_sum(products_only(q, k_t, v, bias) * cot)
+        plain = tf.reduce_sum(tf.matmul(tf.matmul(q, k_t), v) * cot)
+    np.testing.assert_allclose(np_(floor), np_(plain), rtol=1e-5)
+    for a, b in zip(tape.gradient(floor, [q, k_t, v]), tape.gradient(plain, [q, k_t, v]), strict=True):
+        np.testing.assert_allclose(np_(a), np_(b), atol=1e-4)
+
+
+def test_benchmark_quick_run(capsys):
+    report = import_hstu_speed().main(
         [
             "--sizes",
             "24",
@@ -484,4 +511,5 @@ def test_benchmark_quick_run(capsys):
     assert {entry["mode"] for entry in report["blocks"]} == {"off", "xla"}
     fractions = {entry["min_length_fraction"]: entry["valid_token_fraction"] for entry in report["blocks"]}
     assert fractions[1.0] == 1.0 and 0.5 <= fractions[0.5] <= 1.0
+    assert all(entry["products_only_ms"] > 0 for entry in report["blocks"])
     assert report["scoring"][0]["m"] == 6 and report["scoring"][0]["speedup"] > 0

@@ -516,10 +516,14 @@ class HSTULayer(CachingSequenceBlock):
                 if use_time:
                     time_bias = self.rab.time_bias(timestamps[:, lo:hi], timestamps[:, :hi])
                     bias = bias + ops.cast(time_bias[:, None], q.dtype)
-                return block_attention(q[:, :, lo:hi], k_t[..., :hi], v[:, :, :hi], bias)
+                return self.attend_block(q[:, :, lo:hi], k_t[..., :hi], v[:, :, :hi], bias)
 
             outputs.append(self._maybe_skip(one_block, token_mask, lo, hi, num_blocks, v))
         return outputs[0] if num_blocks == 1 else ops.concatenate(outputs, axis=2)
+
+    def attend_block(self, q: Any, k_t: Any, v: Any, bias: Any) -> Any:
+        """SiLU(Q K^T + bias) V of one query block of the blocked path (`block_attention`)."""
+        return block_attention(q, k_t, v, bias)
 
     def _maybe_skip(
         self, fn: Callable[[], Any], token_mask: Any, lo: int, hi: int, num_blocks: int, v: Any
