@@ -107,16 +107,24 @@ def prepare(work: Path, config, workers: int) -> None:
     (work / PREPARED_FILE).write_text(json.dumps(preparation_record(config), indent=2) + "\n")
 
 
-def prepared(work: Path, config) -> bool:
-    """Whether `work` holds a finished pipeline run on logs made with `config`, by the current code."""
+def why_not_prepared(work: Path, config) -> str | None:
+    """None if `work` holds a finished pipeline run on logs made with `config` by the current code,
+    else the reason (the first differing field of the record, or what is missing)."""
     record = work / PREPARED_FILE
     if not record.exists():
-        return False
-    same = json.loads(record.read_text()) == json.loads(json.dumps(preparation_record(config)))
+        return f"no {PREPARED_FILE} in {work}"
+    saved = json.loads(record.read_text())
+    current = json.loads(json.dumps(preparation_record(config)))
+    if saved.get("code_sha256") != current["code_sha256"]:
+        return f"the preparing code ({', '.join(PREPARING_CODE)}) changed since {record} was written"
+    saved_logs, current_logs = saved.get("logs_config", {}), current["logs_config"]
+    for key in sorted(set(saved_logs) | set(current_logs)):
+        if saved_logs.get(key) != current_logs.get(key):
+            return f"logs setting {key}: {saved_logs.get(key)!r} there, {current_logs.get(key)!r} now"
     transformed = glob.glob(
         os.path.join(work, "run", "**", "Transform", "transformed_examples", "*"), recursive=True
     )
-    return same and bool(transformed)
+    return None if transformed else f"no Transform output under {work / 'run'}"
 
 
 def count_records(pattern: str) -> int:
@@ -471,9 +479,12 @@ def main() -> None:
             new_user_affinity_factor=args.new_user_affinity_factor,
             new_user_popularity_factor=args.new_user_popularity_factor,
         )
-        reused = args.reuse_prepared and prepared(work, synthetic_config)
+        not_reused_because = why_not_prepared(work, synthetic_config) if args.reuse_prepared else None
+        reused = args.reuse_prepared and not_reused_because is None
         if reused:
             log(f"reusing the pipeline run in {work}")
+        elif args.reuse_prepared:
+            log(f"not reusing {work}: {not_reused_because}; preparing it again")
         else:
             with contextlib.redirect_stdout(sys.stderr):  # Keras progress lines must not mix with the JSON
                 prepare(work, synthetic_config, args.workers)

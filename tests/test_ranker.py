@@ -228,11 +228,15 @@ def test_ranking_benchmark_grouped_auc_weights_groups_by_rows_and_skips_one_clas
 def test_ranking_benchmark_reuses_a_prepared_run_only_for_the_same_logs_and_code(tmp_path, monkeypatch):
     ranking_quality = _ranking_benchmark()
     config = ranking_quality.logs_config(rows=600, seed=3)
+    why_not = ranking_quality.why_not_prepared
     (tmp_path / "run" / "Transform" / "transformed_examples" / "7").mkdir(parents=True)
-    assert not ranking_quality.prepared(tmp_path, config)  # no record: an interrupted preparation
+    assert "no prepared.json" in why_not(tmp_path, config)  # an interrupted preparation
     record = ranking_quality.preparation_record(config)
     (tmp_path / ranking_quality.PREPARED_FILE).write_text(json.dumps(record))
-    assert ranking_quality.prepared(tmp_path, config)
-    assert not ranking_quality.prepared(tmp_path, ranking_quality.logs_config(rows=600, seed=4))
+    assert why_not(tmp_path, config) is None
+    assert (
+        why_not(tmp_path, ranking_quality.logs_config(rows=600, seed=4))
+        == "logs setting seed: 3 there, 4 now"
+    )
     monkeypatch.setattr(ranking_quality, "preparing_code_digest", lambda: "changed")
-    assert not ranking_quality.prepared(tmp_path, config)
+    assert "preparing code" in why_not(tmp_path, config)
