@@ -23,7 +23,8 @@ Measures, side by side in one process:
      of `--history` items and m candidates: candidates per second and the speed-up (target >= 50x
      at m = 1024). The naive scorer batches `--naive-batch` independent [history; candidate]
      forwards per call; if `--naive-max-candidates` is set below m, naive time is measured on that
-     many candidates and scaled linearly, and the entry says "naive_extrapolated": true.
+     many candidates and scaled linearly, and the entry says "naive_extrapolated": true. Both
+     scorers' times are medians over `--scoring-repeats` calls.
 
 Examples:
     python benchmarks/hstu_speed.py                                   # full run (minutes on 2 cores)
@@ -297,7 +298,9 @@ def scoring_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
         )
         subset = m if args.naive_max_candidates <= 0 else min(m, args.naive_max_candidates)
         naive(history, candidates[:, : min(subset, args.naive_batch)])  # warm-up / compile
-        slow = timed(lambda c=candidates[:, :subset]: naive(history, c)) * (m / subset)
+        slow = statistics.median(
+            timed(lambda c=candidates[:, :subset]: naive(history, c)) for _ in range(args.scoring_repeats)
+        ) * (m / subset)
         entry = {
             "m": m,
             "history": args.history,

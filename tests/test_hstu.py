@@ -444,6 +444,18 @@ def test_mfalcon_jit_and_naive_one_call_per_candidate():
     np.testing.assert_allclose(alone[0, 0], fast[0, 5], atol=1e-5)
 
 
+def test_mfalcon_scores_every_micro_batch_in_one_call():
+    encoder = tiny_encoder(HSTU_CONFIG)
+    scorer = MFalconScorer(encoder, micro_batch_size=4)
+    calls = []
+    score_all = scorer._score_all
+    scorer._score_all = lambda candidates, *rest: (
+        calls.append(candidates.shape) or score_all(candidates, *rest)
+    )
+    scores = scorer(HISTORIES[:1], np.arange(1, 12, dtype="int32")[None, :])
+    assert calls == [(1, 12)] and np_(scores).shape == (1, 11)  # 11 candidates -> 3 micro-batches of 4
+
+
 # -- benchmark smoke run ---------------------------------------------------------------------------
 
 

@@ -92,7 +92,7 @@ from keras import ops
 from watchnext.models import features
 from watchnext.models.hstu.config_compile import ConfigCompiledModel, config_from
 from watchnext.models.hstu.encoder import HSTU_CONFIG, EncoderConfig, make_block
-from watchnext.models.hstu.mfalcon import MicroBatchScorer, candidate_micro_batches
+from watchnext.models.hstu.mfalcon import MicroBatchScorer
 from watchnext.models.layers.hstu import dropout
 
 TASKS = ("click", "like", "watch_time_log1p")
@@ -511,7 +511,10 @@ class MFalconRankingScorer(MicroBatchScorer):
 
     def __init__(self, model: SequentialRankingModel, micro_batch_size: int = 128, jit_compile: bool = False):
         self.model = model
-        super().__init__(model.encode_history, model.score_appended, micro_batch_size, jit_compile)
+        super().__init__(model.encode_history, self._score_micro_batch, micro_batch_size, jit_compile)
+
+    def _score_micro_batch(self, candidate_ids: Any, timestamps: Any, caches: Any, positions: Any) -> Any:
+        return self.model.score_appended(candidate_ids, caches, positions, timestamps)
 
     def __call__(
         self,
@@ -529,11 +532,7 @@ class MFalconRankingScorer(MicroBatchScorer):
         hist_ts = None if history_timestamps is None else _host(history_timestamps)
         caches, positions = self._encode(items, _host(history_actions, "int32"), hist_ts)
         times = _candidate_times(candidate_timestamps, items, hist_ts)
-        chunks = [
-            np.asarray(ops.convert_to_numpy(self._score(chunk, caches, positions, chunk_times)))[:, :valid]
-            for chunk, chunk_times, valid in candidate_micro_batches(candidates, times, self.micro_batch_size)
-        ]
-        return _numpy_predictions(np.concatenate(chunks, axis=1))
+        return _numpy_predictions(self.score_candidates(candidates, times, caches, positions))
 
 
 def _numpy_predictions(logits: np.ndarray) -> dict[str, np.ndarray]:
