@@ -16,7 +16,8 @@ Measures, side by side in one process:
      probabilities, like torch MultiheadAttention(dropout=0.2) there).
      A third block, "products_only" (blocked path only), is the HSTU block with its attention cut
      down to the six matrix products per query block (forward Q K^T and (.) V, the backward's
-     four, in the same layouts) and nothing else: no position bias, no SiLU, no mask. It is a
+     four, in the same layouts) and nothing else: no position bias, no SiLU, no causal mask
+     (padded keys are still zeroed and padding-only query blocks still skipped). It is a
      lower bound for any HSTU block doing those products with this block layout on this machine,
      so products_only_over_sasrec shows how much of a time-ratio target the products leave.
   2. M-FALCON vs naive candidate scoring with the HSTU encoder (2 blocks, d = 50) for one history

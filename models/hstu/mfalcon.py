@@ -142,7 +142,7 @@ class MFalconScorer(MicroBatchScorer):
         history_timestamps: Any = None,
         candidate_timestamps: Any = None,
     ) -> Any:
-        """history_ids (batch, n) right-padded, candidate_ids (batch, m) -> scores (batch, m).
+        """history_ids (batch, n) right-padded, candidate_ids (batch, m) -> (batch, m) numpy scores.
 
         candidate_timestamps: optional (batch,) request time or (batch, m) per-candidate times.
         """
